@@ -1,0 +1,153 @@
+"""``crm-pipeline``: the one command ops, channel owners and scripts use.
+
+Exit codes scripts may rely on: 0 success, 1 the operation failed, 2 bad usage or bad input file.
+Each subcommand imports what it needs lazily so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from .settings import get_settings
+    from .topics import describe_partitions, ensure_topics
+    from .worker_topics import all_topic_specs
+
+    settings = get_settings()
+    specs = all_topic_specs(settings)
+    if args.action == "create":
+        result = asyncio.run(ensure_topics(settings, specs))
+        for name in sorted(result):
+            print(f"{result[name]:8} {name}")
+        return EXIT_OK
+    found = asyncio.run(describe_partitions(settings, [s.name for s in specs]))
+    bad = 0
+    for spec in specs:
+        have = found.get(spec.name)
+        state = "ok" if have is not None and have >= spec.partitions else "MISSING" if have is None else "FEWER"
+        bad += state != "ok"
+        print(f"{state:8} {spec.name} partitions={have}/{spec.partitions}")
+    return EXIT_OK if not bad else EXIT_FAILED
+
+
+def _cmd_ingress(args: argparse.Namespace) -> int:
+    from .ingress import serve
+
+    asyncio.run(serve(host=args.host, port=args.port))
+    return EXIT_OK
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    run_worker(loglevel=args.loglevel)
+    return EXIT_OK
+
+
+def _cmd_channels(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .sources.registry import discover
+    from .topics import Topics
+    from .settings import get_settings
+
+    topics = Topics(get_settings().topic_namespace)
+    rows = [
+        {"id": cls.channel, "mode": cls.mode, "topic": topics.ingest(cls.channel), "adapter": f"{cls.__module__}.{cls.__name__}"}
+        for cls in discover().values()
+    ]
+    if args.json:
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for row in rows:
+            print(f"{row['id']:18} {row['mode']:5} {row['topic']}")
+    return EXIT_OK
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from .sinks.postgres import migrate, show_reports
+    from .settings import get_settings
+
+    settings = get_settings()
+    if args.action == "migrate":
+        applied = asyncio.run(migrate(settings))
+        print("applied: " + (", ".join(applied) if applied else "nothing (schema up to date)"))
+        return EXIT_OK
+    asyncio.run(show_reports(settings, limit=args.limit))
+    return EXIT_OK
+
+
+def _cmd_triage(args: argparse.Namespace) -> int:
+    from .offline import triage_main
+
+    return triage_main(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .offline import train_main
+
+    return train_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm-pipeline",
+        description="Jakarta CRM streaming pipeline: channel ingress, Faust triage workers, CRM store.",
+        epilog="Settings come from CRM_* environment variables (see README: Configuration).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("topics", _cmd_topics, "create or verify every topic with its partitions and replication")
+    p.add_argument("action", choices=["create", "verify"])
+
+    p = add("ingress", _cmd_ingress, "serve the HTTP ingress for every push channel")
+    p.add_argument("--host", default=None, help="bind address (default CRM_INGRESS_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default CRM_INGRESS_PORT)")
+
+    p = add("worker", _cmd_worker, "run a Faust worker: dedup, triage and the CRM store sink")
+    p.add_argument("--loglevel", default="info")
+
+    p = add("channels", _cmd_channels, "list the registered channel adapters (id, push/poll, topic)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of one line each")
+
+    p = add("store", _cmd_store, "CRM store: apply migrations or show the latest reports")
+    p.add_argument("action", choices=["migrate", "show"])
+    p.add_argument("--limit", type=int, default=20)
+
+    p = add("triage", _cmd_triage, "run normalise → classify → locate → route → group over a CSV, no Kafka")
+    p.add_argument("input", help="CSV file of reports")
+    p.add_argument("--id-column", required=True)
+    p.add_argument("--text-column", required=True)
+    p.add_argument("--location-column")
+    p.add_argument("--model", help="trained model file (default: the built-in lexicon classifier)")
+    p.add_argument("--out", required=True, help="output JSON Lines file")
+
+    p = add("train", _cmd_train, "train a classifier on a city's own labelled history")
+    p.add_argument("--data", required=True, help="CSV of labelled reports")
+    p.add_argument("--text-column", required=True)
+    p.add_argument("--label-column", required=True)
+    p.add_argument("--out", required=True, help="model file to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The processor chain after exact dedup: normalise → classify → locate → route, on a batch.
+
+Pure (no I/O), so the live worker and the offline ``crm-pipeline triage`` command run the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ..envelope import Report, Triage, utcnow
+from .classify import Classifier, load_classifier
+from .locate import load_gazetteer
+from .normalise import normalise
+from .route import load_router
+
+
+@dataclass
+class TriageChain:
+    classifier: Classifier = field(default_factory=load_classifier)
+    gazetteer: object = field(default_factory=load_gazetteer)
+    router: object = field(default_factory=load_router)
+
+    def process(self, reports: Sequence[Report]) -> list[Report]:
+        texts = [normalise(r.text) for r in reports]
+        labels = self.classifier.classify(texts)
+        now = utcnow()
+        for report, text, label in zip(reports, texts, labels, strict=True):
+            region, where = self.gazetteer.locate(report.location, report.text)  # type: ignore[attr-defined]
+            decision = self.router.route(label.category, label.confidence, region)  # type: ignore[attr-defined]
+            report.triage = Triage(
+                normalised_text=text,
+                category=label.category,
+                confidence=label.confidence,
+                classifier=self.classifier.name,
+                region=region,
+                agency=decision.agency,
+                agency_unit=decision.agency_unit,
+                routed_to=decision.routed_to,
+                route_reason=f"{decision.reason}; location: {where}",
+                expected_by=report.received_at + timedelta(days=decision.expected_days),
+                processed_at=now,
+            )
+        return list(reports)

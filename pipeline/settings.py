@@ -1,0 +1,75 @@
+"""One typed settings object, read from the environment (prefix ``CRM_``).
+
+Every process (ingress, worker, CLI) reads the same object so that a deployment is described by
+environment variables alone. Defaults point at the local stack started by ``deploy/stack.sh``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Secrets that ship with the code for the local stack; production refuses to start with them.
+DEV_SECRETS = frozenset({"dev-only-reporter-key-change-me", "crm-dev-password"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRM_", env_file=None, extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    topic_namespace: str = Field(
+        "crm", pattern=r"^[a-z][a-z0-9_-]*$", description="first segment of every topic name"
+    )
+    topic_partitions: int = Field(6, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    topic_min_insync_replicas: int = Field(1, ge=1)
+    producer_linger_ms: int = 5
+    producer_compression: Literal["none", "gzip", "lz4", "zstd"] = "gzip"
+    produce_timeout_s: float = 10.0
+
+    # Redis (exact-dedup state) and PostgreSQL (the CRM store)
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    database_url: SecretStr = SecretStr("postgresql://crm:crm-dev-password@127.0.0.1:15432/crm")
+
+    # Faust worker
+    worker_app_id: str = "crm-pipeline"
+    worker_web_port: int = 6066
+    worker_batch_size: int = Field(500, ge=1)
+    worker_batch_within_s: float = 0.2
+    dedup_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="how long a seen report id is remembered")
+    dedup_text_window_s: int = Field(600, ge=0, description="same sender + same text within this window")
+
+    # Ingress (push channels)
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    dead_letter_raw_cap_bytes: int = Field(64 * 1024, ge=256)
+
+    # Pseudonymous reporter ids are HMACs of contact details under this key.
+    reporter_id_key: SecretStr = SecretStr("dev-only-reporter-key-change-me")
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.env == "production":
+            used = [
+                name
+                for name, value in (
+                    ("CRM_REPORTER_ID_KEY", self.reporter_id_key.get_secret_value()),
+                    ("CRM_DATABASE_URL", self.database_url.get_secret_value()),
+                )
+                if any(secret in value for secret in DEV_SECRETS)
+            ]
+            if used:
+                raise ValueError(f"refusing to start in production with development secrets: {', '.join(used)}")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
