@@ -161,8 +161,11 @@ class Report(_Model):
         return cls.model_validate(orjson.loads(data))
 
     def public(self) -> dict[str, Any]:
-        """The projection routed topics carry: no contact details, no name of a private reporter."""
-        return self.model_dump(exclude_none=True, exclude={"contact"})
+        """The projection routed topics carry: no contact details; a private reporter is not even pseudonymous."""
+        data = self.model_dump(exclude_none=True, exclude={"contact"})
+        if self.reporter.private:
+            data["reporter"] = {"id": "private", "private": True}
+        return data
 
     def dumps_public(self) -> bytes:
         return orjson.dumps(self.public())

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The local stream stack without Docker: Apache Kafka (KRaft, single node, from its Maven Central
+# jars on Java 17), Redis and PostgreSQL (Debian packages), all on 127.0.0.1, data under .stack/.
+#
+#   deploy/stack.sh start    start what is not running (harmless to repeat)
+#   deploy/stack.sh stop     stop exactly the processes this script started (pid files + cmdline check)
+#   deploy/stack.sh status   one line per service; exit 0 only if all are up
+#   deploy/stack.sh env      print the CRM_* settings that point at this stack
+#
+# Ports and paths can be overridden with STACK_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT, REDIS_PORT, PG_PORT.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")"
+KAFKA_CACHE="${KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-pipeline/kafka-$KAFKA_VERSION}"
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+REDIS_PORT="${REDIS_PORT:-16379}"
+PG_PORT="${PG_PORT:-15432}"
+PG_USER=crm
+PG_DB=crm
+PG_PASSWORD="${PG_PASSWORD:-crm-dev-password}"
+PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port seconds name
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  die "$3 did not open 127.0.0.1:$1 within $2 s (logs in $STACK_DIR)"
+}
+
+# A pid file is ours only if that pid is alive and still runs the command we started.
+pid_alive() { # pidfile pattern
+  [[ -f $1 ]] || return 1
+  local pid; pid="$(cat "$1")"
+  [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2"
+}
+
+as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# ---------------------------------------------------------------- Kafka
+kafka_fetch() {
+  if [[ -f $KAFKA_CACHE/.complete ]]; then return 0; fi
+  command -v java >/dev/null || die "java (17+) not found: run deploy/bootstrap.sh"
+  command -v mvn >/dev/null || die "maven not found: run deploy/bootstrap.sh"
+  log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_CACHE (once)"
+  mkdir -p "$KAFKA_CACHE"
+  mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_CACHE/lib" -DincludeScope=runtime >"$KAFKA_CACHE/fetch.log" 2>&1 \
+    || die "maven could not fetch Kafka (see $KAFKA_CACHE/fetch.log)"
+  touch "$KAFKA_CACHE/.complete"
+}
+
+kafka_start() {
+  local dir="$STACK_DIR/kafka" pidf="$STACK_DIR/kafka/kafka.pid"
+  if pid_alive "$pidf" kafka.Kafka; then log "kafka already running (pid $(cat "$pidf"))"; return 0; fi
+  port_open "$KAFKA_PORT" && die "127.0.0.1:$KAFKA_PORT is taken by a process this stack did not start"
+  kafka_fetch
+  mkdir -p "$dir/data" "$dir/logs"
+  sed -e "s#@DATA@#$dir/data#" -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CPORT@#$KAFKA_CONTROLLER_PORT#g" \
+    "$ROOT/deploy/kafka/server.properties.in" >"$dir/server.properties"
+  local cp="$KAFKA_CACHE/lib/*"
+  local jopts=(-Xms256m -Xmx1g -XX:+UseG1GC "-Dlog4j2.configurationFile=$ROOT/deploy/kafka/log4j2.xml"
+    "-Dkafka.logs.dir=$dir/logs")
+  if [[ ! -f $dir/data/meta.properties ]]; then
+    local cluster_id
+    cluster_id="$(java -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    java -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || die "kafka storage format failed ($dir/logs/format.log)"
+  fi
+  log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
+  nohup java -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 &
+  echo $! >"$pidf"
+  wait_port "$KAFKA_PORT" 90 kafka
+}
+
+# ---------------------------------------------------------------- Redis
+redis_start() {
+  local dir="$STACK_DIR/redis" pidf="$STACK_DIR/redis/redis.pid"
+  if pid_alive "$pidf" redis-server; then log "redis already running (pid $(cat "$pidf"))"; return 0; fi
+  command -v redis-server >/dev/null || die "redis-server not found: run deploy/bootstrap.sh"
+  port_open "$REDIS_PORT" && die "127.0.0.1:$REDIS_PORT is taken by a process this stack did not start"
+  mkdir -p "$dir"
+  log "starting redis on 127.0.0.1:$REDIS_PORT"
+  # appendonly: dedup state survives a restart of redis itself.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --daemonize yes \
+    --pidfile "$pidf" --logfile "$dir/redis.log" --appendonly yes --appendfsync everysec \
+    --save "" --protected-mode yes
+  wait_port "$REDIS_PORT" 20 redis
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_start() {
+  local dir="$STACK_DIR/postgres" data="$STACK_DIR/postgres/data" run="$STACK_DIR/postgres/run"
+  if pid_alive "$dir/postgres.pid" postgres; then log "postgres already running (pid $(cat "$dir/postgres.pid"))"; return 0; fi
+  [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL server not found: run deploy/bootstrap.sh"
+  port_open "$PG_PORT" && die "127.0.0.1:$PG_PORT is taken by a process this stack did not start"
+  mkdir -p "$dir" "$run"
+  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir" "$run"
+  if [[ ! -f $data/PG_VERSION ]]; then
+    local pw="$dir/.pw"
+    printf '%s\n' "$PG_PASSWORD" >"$pw"; chmod 600 "$pw"
+    [[ $(id -u) == 0 ]] && chown postgres:postgres "$pw"
+    as_pg "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --pwfile="$pw" --auth-local=scram-sha-256 \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || die "initdb failed ($dir/initdb.log)"
+    rm -f "$pw"
+  fi
+  log "starting postgres on 127.0.0.1:$PG_PORT"
+  as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$run -c fsync=on -c max_connections=200" \
+    >/dev/null || die "postgres did not start ($dir/postgres.log)"
+  head -n 1 "$data/postmaster.pid" >"$dir/postgres.pid"
+  if ! PGPASSWORD="$PG_PASSWORD" psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
+    PGPASSWORD="$PG_PASSWORD" createdb -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$PG_DB"
+  fi
+}
+
+# ---------------------------------------------------------------- stop / status
+stop_one() { # name pidfile pattern
+  if pid_alive "$2" "$3"; then
+    local pid; pid="$(cat "$2")"
+    log "stopping $1 (pid $pid)"
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+    [[ -d /proc/$pid ]] && { log "$1 did not stop in 30 s; killing"; kill -KILL "$pid"; }
+  else
+    log "$1 not running (nothing of ours to stop)"
+  fi
+  rm -f "$2"
+}
+
+stop_all() {
+  local dir="$STACK_DIR/postgres"
+  if pid_alive "$dir/postgres.pid" postgres; then
+    log "stopping postgres"
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || stop_one postgres "$dir/postgres.pid" postgres
+    rm -f "$dir/postgres.pid"
+  else
+    log "postgres not running (nothing of ours to stop)"
+  fi
+  stop_one redis "$STACK_DIR/redis/redis.pid" redis-server
+  stop_one kafka "$STACK_DIR/kafka/kafka.pid" kafka.Kafka
+}
+
+status() {
+  local ok=0
+  pid_alive "$STACK_DIR/kafka/kafka.pid" kafka.Kafka && port_open "$KAFKA_PORT" && echo "kafka    up   127.0.0.1:$KAFKA_PORT" || { echo "kafka    down"; ok=1; }
+  pid_alive "$STACK_DIR/redis/redis.pid" redis-server && echo "redis    up   127.0.0.1:$REDIS_PORT" || { echo "redis    down"; ok=1; }
+  pid_alive "$STACK_DIR/postgres/postgres.pid" postgres && echo "postgres up   127.0.0.1:$PG_PORT" || { echo "postgres down"; ok=1; }
+  return $ok
+}
+
+print_env() {
+  cat <<EOF
+CRM_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+CRM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+CRM_DATABASE_URL=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
+EOF
+}
+
+cmd="${1:-status}"
+case "$cmd" in
+  start)
+    mkdir -p "$STACK_DIR"
+    # One starter at a time (make demo and make test may race on a fresh machine).
+    exec 9>"$STACK_DIR/.lock"; flock 9
+    pg_start; redis_start; kafka_start
+    status ;;
+  stop) mkdir -p "$STACK_DIR"; exec 9>"$STACK_DIR/.lock"; flock 9; stop_all ;;
+  status) status ;;
+  env) print_env ;;
+  *) die "usage: $0 start|stop|status|env" ;;
+esac

@@ -1,0 +1,198 @@
+"""HTTP ingress for every push channel: read (size-capped), authenticate, parse, publish, answer.
+
+A 202 means the broker has the report (idempotent producer, acks=all). Bad input is answered 4xx with
+a reason and its raw request goes to the dead-letter topic; when the broker cannot take it, the
+answer is 503 so the provider retries rather than believing it was stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from .deadletter import DeadLetter
+from .publish import Publisher, PublishError, make_producer
+from .settings import Settings, get_settings
+from .sources.base import InboundRequest, PushSource, Rejected
+from .sources.registry import discover
+
+log = logging.getLogger("pipeline.ingress")
+
+ACCEPTED = Counter("crm_ingress_reports_total", "reports accepted per channel", ["channel"])
+REJECTED = Counter("crm_ingress_rejected_total", "requests refused per channel and reason", ["channel", "code"])
+UNAVAILABLE = Counter("crm_ingress_unavailable_total", "requests answered 503: broker did not confirm", ["channel"])
+LATENCY = Histogram(
+    "crm_ingress_accept_seconds", "time from request to answer", ["channel"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher", Publisher)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+async def _read_capped(request: web.Request, cap: int) -> tuple[bytes, bool]:
+    """Read at most ``cap`` bytes; report whether the body was larger (never buffer an attacker's GBs)."""
+    if request.content_length is not None and request.content_length > cap:
+        return await request.content.read(min(cap, 64 * 1024)), True
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            return b"".join(chunks)[:cap], True
+
+
+def _inbound(request: web.Request, body: bytes) -> InboundRequest:
+    return InboundRequest(
+        method=request.method,
+        path=request.path,
+        headers=request.headers,
+        query=request.query,
+        body=body,
+        remote=request.remote,
+        url=str(request.url),
+    )
+
+
+def _handler(adapter: PushSource, settings: Settings):  # noqa: ANN202 - aiohttp handler factory
+    channel = adapter.channel
+
+    async def dead_letter(publisher: Publisher, body: bytes, ctype: str | None, code: str, reason: str) -> None:
+        letter = DeadLetter.build(
+            raw=body, cap=settings.dead_letter_raw_cap_bytes, channel=channel, stage="ingress",
+            code=code, reason=reason, content_type=ctype,
+        )
+        try:
+            await publisher.dead_letter(letter)
+        except PublishError:
+            log.error("dead letter for channel %s could not be published (%s): %s", channel, code, reason)
+
+    async def handle(request: web.Request) -> web.Response:
+        publisher = request.app[PUBLISHER]
+        with LATENCY.labels(channel).time():
+            if request.method == "GET":
+                answer = adapter.handshake(_inbound(request, b""))
+                if answer is None:
+                    return _json(405, {"error": "this channel accepts POST only"})
+                status, text = answer
+                return web.Response(status=status, text=text)
+
+            body, oversized = await _read_capped(request, settings.max_body_bytes)
+            ctype = request.headers.get("Content-Type")
+            if oversized:
+                reason = f"body larger than {settings.max_body_bytes} bytes"
+                REJECTED.labels(channel, "too_large").inc()
+                await dead_letter(publisher, body, ctype, "too_large", reason)
+                return _json(413, {"error": reason, "code": "too_large"})
+
+            inbound = _inbound(request, body)
+            try:
+                adapter.authenticate(inbound)
+            except Rejected as exc:
+                # Forged or unauthenticated: counted and logged, never stored (not citizen input).
+                REJECTED.labels(channel, exc.code).inc()
+                log.warning("refused %s request from %s: %s", channel, request.remote, exc.code)
+                return _json(exc.status, {"error": exc.reason, "code": exc.code})
+
+            try:
+                result = adapter.parse(inbound)
+            except Rejected as exc:
+                REJECTED.labels(channel, exc.code).inc()
+                await dead_letter(publisher, body, ctype, exc.code, exc.reason)
+                return _json(exc.status, {"error": exc.reason, "code": exc.code, "field": exc.field})
+            except Exception as exc:  # an adapter bug must not lose the payload
+                log.exception("adapter %s crashed on a request", channel)
+                REJECTED.labels(channel, "adapter_error").inc()
+                await dead_letter(publisher, body, ctype, "adapter_error", f"adapter raised {exc!r}")
+                return _json(400, {"error": "the request could not be processed", "code": "adapter_error"})
+
+            try:
+                if result.reports:
+                    await publisher.publish_reports(result.reports, body, ctype)
+            except PublishError as exc:
+                UNAVAILABLE.labels(channel).inc()
+                log.error("broker unavailable, answering 503 on %s: %s", channel, exc)
+                return _json(
+                    503,
+                    {"error": "the report could not be stored right now; please retry", "code": "unavailable"},
+                    headers={"Retry-After": "5"},
+                )
+            ACCEPTED.labels(channel).inc(len(result.reports))
+            if result.response is not None:
+                return _json(result.status, dict(result.response))
+            ids = [r.report_id for r in result.reports]
+            return _json(
+                result.status,
+                {"status": "accepted", "report_id": ids[0] if ids else None, "report_ids": ids},
+            )
+
+    return handle
+
+
+async def _health(_: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    producer = request.app[PUBLISHER].producer
+    brokers = producer.client.cluster.brokers()
+    if not brokers:
+        return _json(503, {"status": "not ready", "kafka": "no broker known"})
+    return _json(200, {"status": "ready", "kafka": f"{len(brokers)} broker(s)"})
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(settings: Settings | None = None, adapters: list[PushSource] | None = None) -> web.Application:
+    settings = settings or get_settings()
+    if adapters is None:
+        adapters = [cls(settings) for cls in discover().values() if issubclass(cls, PushSource)]
+    # The body cap is enforced by _read_capped; aiohttp's own limit must not cut in first.
+    app = web.Application(client_max_size=settings.max_body_bytes * 4)
+    for adapter in adapters:
+        handler = _handler(adapter, settings)
+        for method in {*adapter.methods, "GET"}:
+            app.router.add_route(method, adapter.route, handler)
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/readyz", _ready)
+    app.router.add_get("/metrics", _metrics)
+
+    async def lifecycle(app: web.Application):  # noqa: ANN202
+        producer = make_producer(settings, client_id="crm-ingress")
+        await producer.start()
+        app[PUBLISHER] = Publisher(settings, producer)
+        try:
+            yield
+        finally:
+            await producer.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(host: str | None = None, port: int | None = None) -> None:
+    settings = get_settings()
+    runner = web.AppRunner(build_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or settings.ingress_host, port or settings.ingress_port)
+    await site.start()
+    log.info("ingress listening on http://%s:%s", host or settings.ingress_host, port or settings.ingress_port)
+    try:
+        import asyncio
+
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

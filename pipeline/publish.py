@@ -1,0 +1,73 @@
+"""Publishing to Kafka with delivery confirmed before anything is acknowledged.
+
+Used by the ingress (a 202 is sent only after the broker has the report) and by the worker (input
+offsets are acked only after the outputs are on the broker). Producers are idempotent (acks=all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from .deadletter import DeadLetter
+from .envelope import RawRef, Report
+from .settings import Settings
+from .topics import Topics
+
+
+class PublishError(RuntimeError):
+    """The broker did not confirm in time: the caller must not acknowledge the input."""
+
+
+def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=settings.producer_linger_ms,
+        compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=int(settings.produce_timeout_s * 1000),
+    )
+
+
+class Publisher:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.topics = Topics(settings.topic_namespace)
+
+    async def _confirm(self, futures: Sequence[asyncio.Future]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=self.settings.produce_timeout_s)
+        except (TimeoutError, KafkaError) as exc:
+            for f in futures:
+                f.cancel()
+            raise PublishError(f"broker did not confirm delivery: {exc!r}") from exc
+
+    async def send_many(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        """Send (topic, key, value) records and wait until the broker has all of them."""
+        try:
+            futures = [await self.producer.send(t, value=v, key=k) for t, k, v in records]
+        except KafkaError as exc:
+            raise PublishError(f"broker refused the records: {exc!r}") from exc
+        await self._confirm(futures)
+
+    async def publish_reports(self, reports: Sequence[Report], raw: bytes, content_type: str | None) -> None:
+        """Raw payload on the raw topic, each report on its channel's ingest topic, keyed by report id."""
+        sha = hashlib.sha256(raw).hexdigest()
+        ref = RawRef(topic=self.topics.raw, key=sha, sha256=sha, size=len(raw), content_type=content_type)
+        records: list[tuple[str, bytes | None, bytes]] = [(self.topics.raw, sha.encode(), raw)]
+        for report in reports:
+            report.raw_ref = ref
+            records.append((self.topics.ingest(report.channel), report.report_id.encode(), report.dumps()))
+        await self.send_many(records)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        key = (letter.report_id or letter.raw_sha256).encode()
+        await self.send_many([(self.topics.deadletter, key, letter.dumps())])

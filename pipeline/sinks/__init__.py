@@ -1,0 +1,1 @@
+"""Sinks: batch-and-flush writers whose effects are idempotent (replays change nothing)."""

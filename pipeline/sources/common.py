@@ -1,0 +1,116 @@
+"""Parsing helpers shared by adapters: bodies, phone numbers, e-mail addresses, coordinates."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .base import InboundRequest, Rejected
+
+_EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+_NON_DIGIT = re.compile(r"[^\d+]")
+_URL = re.compile(r"^https?://[^\s<>\"]{3,2000}$")
+
+# Jakarta with Kepulauan Seribu, with a margin: coordinates outside are a client bug, not a report here.
+JAKARTA_BBOX = (-6.45, 106.25, -5.10, 107.10)  # south, west, north, east
+
+
+def decode_utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(
+            f"body is not valid UTF-8 (byte {exc.start}); send the form as UTF-8",
+            status=400,
+            code="bad_encoding",
+        ) from None
+
+
+def parse_body(request: InboundRequest) -> dict[str, Any]:
+    """A JSON object or a form-encoded body as a dict; anything else is refused with the reason."""
+    ctype = request.content_type
+    if not request.body:
+        raise Rejected("empty body: send the report as JSON or as a form", code="empty_body")
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            data = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
+            raise Rejected(f"malformed JSON: {exc}", code="malformed_json") from None
+        if not isinstance(data, dict):
+            raise Rejected("JSON body must be an object with the report fields", code="malformed_json")
+        return data
+    if ctype == "application/x-www-form-urlencoded":
+        text = decode_utf8(request.body)
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=200)
+        except ValueError as exc:
+            raise Rejected(f"malformed form body: {exc}", code="malformed_form") from None
+        data: dict[str, Any] = {}
+        for key, value in pairs:
+            # Repeated keys (several photo fields) become lists.
+            if key in data:
+                data[key] = [*data[key], value] if isinstance(data[key], list) else [data[key], value]
+            else:
+                data[key] = value
+        return data
+    raise Rejected(
+        f"unsupported Content-Type {ctype or '(none)'!r}: use application/json or application/x-www-form-urlencoded",
+        status=415,
+        code="unsupported_media_type",
+    )
+
+
+def normalise_phone(raw: str) -> str:
+    """Indonesian numbers to E.164: 0812…, 62812…, +62 812-… all become +62812…."""
+    digits = _NON_DIGIT.sub("", raw.strip())
+    if digits.startswith("+"):
+        digits = digits[1:]
+        if digits.startswith("0"):
+            raise ValueError("a number after '+' cannot start with 0")
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    elif digits.startswith("0"):
+        digits = "62" + digits[1:]
+    elif digits.startswith("8"):
+        digits = "62" + digits
+    if "+" in digits or not digits.isdigit() or not 8 <= len(digits) <= 15:
+        raise ValueError(f"not a phone number: {raw!r}")
+    return "+" + digits
+
+
+def normalise_email(raw: str) -> str:
+    value = raw.strip()
+    if not _EMAIL.match(value):
+        raise ValueError(f"not an e-mail address: {raw!r}")
+    local, _, domain = value.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def is_url(value: str) -> bool:
+    return bool(_URL.match(value))
+
+
+def parse_coordinate(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Rejected(f"{name} must be a number, got {value!r}", code="bad_coordinates", field=name) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise Rejected(f"{name} must be a finite number", code="bad_coordinates", field=name)
+    return number
+
+
+def in_jakarta(lat: float, lon: float) -> bool:
+    south, west, north, east = JAKARTA_BBOX
+    return south <= lat <= north and west <= lon <= east
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    return str(value).strip().lower() in {"1", "true", "yes", "ya", "on", "y"}

@@ -1,0 +1,264 @@
+"""The Faust worker: two agents that only wire the processors and the sink together.
+
+``triage``    ingest topics → decode → exact dedup → normalise/classify/locate/route
+              → normalised topic (internal, full) + routed or triage topic (public projection)
+``crm_store`` normalised topic → PostgreSQL (batched, idempotent)
+
+Delivery is at-least-once with idempotent effects (faust's exactly-once has open duplicate bugs):
+each batch is taken with ``noack_take`` and acked only after its outputs are confirmed by the broker
+(triage) or committed in the database (store). Processing errors never escape an agent: the report
+goes to the dead-letter topic with the reason and the flow goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import orjson
+import redis.asyncio as aioredis
+from faust.types import EventT
+from prometheus_client import Counter, Histogram
+
+from .deadletter import DeadLetter, SourcePosition
+from .envelope import Report
+from .processors.chain import TriageChain
+from .processors.dedup import RedisDedupStore
+from .processors.normalise import mask_pii
+from .publish import Publisher, PublishError, make_producer
+from .settings import Settings, get_settings
+from .sinks.postgres import PostgresReportSink, migrate
+from .sources.registry import channel_ids
+from .topics import Topics, ensure_topics
+from .worker_topics import all_topic_specs
+
+log = logging.getLogger("pipeline.worker")
+
+PROCESSED = Counter("crm_worker_reports_total", "reports through triage per channel", ["channel"])
+DEDUP_HITS = Counter("crm_dedup_hits_total", "duplicates dropped by exact dedup", ["channel", "reason"])
+ROUTED = Counter("crm_routed_total", "reports routed per destination", ["routed_to", "agency"])
+DEAD = Counter("crm_dead_letters_total", "dead letters written per stage and code", ["stage", "code"])
+STORED = Counter("crm_store_rows_total", "report rows newly stored in the CRM store")
+SINK_BATCH = Histogram("crm_sink_batch_seconds", "time to store one batch in the CRM store")
+
+RETRY_MAX_S = 10.0
+
+
+class Stages:
+    """The work of both agents, free of Faust so it can be driven and tested directly."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_namespace)
+        self.chain = TriageChain()
+        self.known_agencies = set(self.chain.router.agencies())  # type: ignore[attr-defined]
+        self.known_kota = set(self.chain.router.kota_codes())  # type: ignore[attr-defined]
+        self._started = asyncio.Lock()
+        self.publisher: Publisher | None = None
+        self.dedup: RedisDedupStore | None = None
+        self.sink: PostgresReportSink | None = None
+
+    async def start(self) -> None:
+        async with self._started:
+            if self.publisher is not None:
+                return
+            producer = make_producer(self.settings, client_id=f"{self.settings.worker_app_id}-out")
+            await producer.start()
+            self.publisher = Publisher(self.settings, producer)
+            client = aioredis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+            self.dedup = RedisDedupStore(
+                client, self.settings.topic_namespace, self.settings.dedup_ttl_s, self.settings.dedup_text_window_s
+            )
+            self.sink = PostgresReportSink(self.settings)
+
+    async def stop(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.producer.stop()
+        if self.dedup is not None:
+            await self.dedup.r.aclose()
+        if self.sink is not None:
+            await self.sink.close()
+
+    # ------------------------------------------------------------------ helpers
+    async def _dead_letter(self, stage: str, code: str, reason: str, raw: bytes, position: Any, **extra: Any) -> None:
+        letter = DeadLetter.build(
+            raw=raw, cap=self.settings.dead_letter_raw_cap_bytes, stage=stage, code=code, reason=reason,
+            source=position, **extra,
+        )
+        DEAD.labels(stage, code).inc()
+        log.warning("dead letter (%s/%s) report_id=%s: %s", stage, code, letter.report_id, reason)
+        await self._send_until_confirmed([(self.topics.deadletter, (letter.report_id or letter.raw_sha256).encode(),
+                                           letter.dumps())])
+
+    async def _send_until_confirmed(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        """The input is not acked until the outputs are on the broker, however long that takes."""
+        assert self.publisher is not None
+        delay = 0.2
+        while True:
+            try:
+                await self.publisher.send_many(records)
+                return
+            except PublishError as exc:
+                log.warning("publish failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    @staticmethod
+    def _position(event: EventT) -> SourcePosition:
+        m = event.message
+        return SourcePosition(topic=m.topic, partition=m.partition, offset=m.offset)
+
+    def _decode(self, events: Sequence[EventT]) -> tuple[list[Report], list[tuple[EventT, str]]]:
+        reports, bad = [], []
+        for event in events:
+            try:
+                reports.append(Report.loads(event.value))
+            except Exception as exc:  # any undecodable record, whatever the cause
+                bad.append((event, f"not a valid report envelope: {exc}"[:2000]))
+        return reports, bad
+
+    def routed_records(self, report: Report) -> list[tuple[str, bytes, bytes]]:
+        """Public projection to the agency and region topics, or to triage when it needs a person."""
+        public = report.public()
+        public["text"] = mask_pii(report.text)
+        value = orjson.dumps(public)
+        key = report.report_id.encode()
+        t = report.triage
+        if t is not None and t.routed_to == "agency" and t.agency in self.known_agencies:
+            out = [(self.topics.routed_agency(t.agency), key, value)]
+            if t.region and t.region.kota_code in self.known_kota:
+                out.append((self.topics.routed_region(t.region.kota_code), key, value))
+            return out
+        return [(self.topics.triage, key, value)]
+
+    # ------------------------------------------------------------------ triage stage
+    async def triage_batch(self, events: Sequence[EventT]) -> None:
+        await self.start()
+        assert self.dedup is not None
+        reports, bad = self._decode(events)
+        for event, reason in bad:
+            await self._dead_letter("decode", "bad_envelope", reason, event.value or b"", self._position(event))
+
+        try:
+            fresh, dups = await self.dedup.split(reports)
+        except (aioredis.RedisError, OSError) as exc:
+            # Without Redis the report-id check falls back to the store's unique key; flow goes on.
+            log.warning("dedup store unavailable, passing the batch on: %s", exc)
+            fresh, dups = list(reports), []
+        for dup in dups:
+            DEDUP_HITS.labels(dup.report.channel, dup.reason.split(":")[0]).inc()
+            log.info("duplicate report_id=%s of %s: %s", dup.report.report_id, dup.duplicate_of, dup.reason)
+
+        processed = self._triage(fresh)
+        records: list[tuple[str, bytes | None, bytes]] = []
+        for report in processed:
+            records.append((self.topics.normalised, report.report_id.encode(), report.dumps()))
+            routed = self.routed_records(report)
+            records.extend(routed)
+            PROCESSED.labels(report.channel).inc()
+            t = report.triage
+            ROUTED.labels(t.routed_to if t else "triage", (t.agency if t else None) or "-").inc()
+        for failed, reason in self._failed:
+            await self._dead_letter("triage", "processor_error", reason, failed.dumps(), None,
+                                    report_id=failed.report_id, channel=failed.channel)
+        await self._send_until_confirmed(records)
+        try:
+            await self.dedup.remember(processed)
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("could not remember batch in the dedup store: %s", exc)
+
+    def _triage(self, reports: list[Report]) -> list[Report]:
+        """Triage the batch; if it raises, isolate the poison report(s) one by one."""
+        self._failed: list[tuple[Report, str]] = []
+        try:
+            return self.chain.process(reports)
+        except Exception:
+            log.exception("triage raised on a batch of %d; isolating", len(reports))
+        ok: list[Report] = []
+        for report in reports:
+            for attempt in (1, 2):
+                try:
+                    ok.extend(self.chain.process([report]))
+                    break
+                except Exception as exc:
+                    if attempt == 2:
+                        self._failed.append((report, f"processor raised {exc!r} (after {attempt} attempts)"))
+        return ok
+
+    # ------------------------------------------------------------------ store stage
+    async def store_batch(self, events: Sequence[EventT]) -> None:
+        await self.start()
+        assert self.sink is not None
+        reports, bad = self._decode(events)
+        for event, reason in bad:
+            await self._dead_letter("sink", "bad_envelope", reason, event.value or b"", self._position(event))
+        with SINK_BATCH.time():
+            result = await self.sink.write_until_stored(reports)
+        STORED.inc(result.stored)
+        for report, reason in result.poison:
+            await self._dead_letter("sink", "store_refused", reason, report.dumps(), None,
+                                    report_id=report.report_id, channel=report.channel)
+
+
+def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
+    settings = settings or get_settings()
+    topics = Topics(settings.topic_namespace)
+    app = faust.App(
+        settings.worker_app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        web_enabled=settings.worker_web_port > 0,
+        web_port=settings.worker_web_port or 6066,
+        web_bind="127.0.0.1",
+        web_in_thread=False,
+    )
+    stages = Stages(settings)
+    ingest = app.topic(*[topics.ingest(c) for c in channel_ids()], key_type=bytes, value_type=bytes)
+    normalised = app.topic(topics.normalised, key_type=bytes, value_type=bytes)
+    size, within = settings.worker_batch_size, settings.worker_batch_within_s
+
+    @app.agent(ingest, name="triage")
+    async def triage(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(size, within=within):
+            await stages.triage_batch(events)
+            for event in events:
+                await stream.ack(event)
+
+    @app.agent(normalised, name="crm_store")
+    async def crm_store(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(size, within=within):
+            await stages.store_batch(events)
+            for event in events:
+                await stream.ack(event)
+
+    app.stages = stages  # type: ignore[attr-defined]
+    return app, stages
+
+
+async def prepare(settings: Settings) -> None:
+    """Topics and database schema exist before any agent consumes."""
+    await ensure_topics(settings, all_topic_specs(settings))
+    await migrate(settings)
+
+
+def run_worker(loglevel: str = "info") -> None:
+    settings = get_settings()
+    asyncio.run(prepare(settings))
+    app, stages = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
+
+    @app.on_before_shutdown.connect
+    async def _close(app: faust.App, **_: Any) -> None:  # pragma: no cover - shutdown path
+        await stages.stop()
+
+    worker.execute_from_commandline()
