@@ -43,12 +43,14 @@ class DeadLetter(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def build(cls, *, raw: bytes, cap: int, **fields: Any) -> DeadLetter:
+    def build(cls, *, raw: bytes, cap: int, total_size: int | None = None, **fields: Any) -> DeadLetter:
+        """``total_size``: the original size when ``raw`` is already only the start of the payload."""
+        size = max(total_size or 0, len(raw))
         return cls(
             raw_b64=base64.b64encode(raw[:cap]).decode(),
-            raw_size=len(raw),
+            raw_size=size,
             raw_sha256=hashlib.sha256(raw).hexdigest(),
-            raw_truncated=len(raw) > cap,
+            raw_truncated=size > min(len(raw), cap),
             **fields,
         )
 

@@ -68,9 +68,11 @@ def _inbound(request: web.Request, body: bytes) -> InboundRequest:
 def _handler(adapter: PushSource, settings: Settings):  # noqa: ANN202 - aiohttp handler factory
     channel = adapter.channel
 
-    async def dead_letter(publisher: Publisher, body: bytes, ctype: str | None, code: str, reason: str) -> None:
+    async def dead_letter(
+        publisher: Publisher, body: bytes, ctype: str | None, code: str, reason: str, total: int | None = None
+    ) -> None:
         letter = DeadLetter.build(
-            raw=body, cap=settings.dead_letter_raw_cap_bytes, channel=channel, stage="ingress",
+            raw=body, cap=settings.dead_letter_raw_cap_bytes, total_size=total, channel=channel, stage="ingress",
             code=code, reason=reason, content_type=ctype,
         )
         try:
@@ -93,7 +95,8 @@ def _handler(adapter: PushSource, settings: Settings):  # noqa: ANN202 - aiohttp
             if oversized:
                 reason = f"body larger than {settings.max_body_bytes} bytes"
                 REJECTED.labels(channel, "too_large").inc()
-                await dead_letter(publisher, body, ctype, "too_large", reason)
+                total = request.content_length or settings.max_body_bytes + 1
+                await dead_letter(publisher, body, ctype, "too_large", reason, total)
                 return _json(413, {"error": reason, "code": "too_large"})
 
             inbound = _inbound(request, body)

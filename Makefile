@@ -1,0 +1,55 @@
+# Conventional targets. The two set-up commands of the README are `make demo` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format schema eval bench chaos clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+install:  ## install system packages (if missing) and the Python package into .venv
+	@deploy/bootstrap.sh
+
+stack-start: install  ## start Kafka, Redis and PostgreSQL on 127.0.0.1 (harmless to repeat)
+	@deploy/stack.sh start
+
+stack-stop:  ## stop exactly what stack-start started
+	@deploy/stack.sh stop
+
+stack-status:  ## one line per service
+	@deploy/stack.sh status
+
+topics: stack-start  ## create every topic with explicit partitions and replication
+	@set -a; eval "$$(deploy/stack.sh env)"; set +a; $(PY) -m pipeline topics create
+
+migrate: stack-start  ## apply CRM store migrations
+	@set -a; eval "$$(deploy/stack.sh env)"; set +a; $(PY) -m pipeline store migrate
+
+demo: install  ## run the whole pipeline locally, push demo reports through it, show the CRM store, stop
+	@deploy/demo.sh
+
+test: install  ## the full test suite (starts the local stack itself when needed)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## skip the slow fault-injection suites
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install  ## ruff
+	@.venv/bin/ruff check pipeline tests bench examples
+	@.venv/bin/ruff format --check pipeline tests bench examples
+
+format: install
+	@.venv/bin/ruff format pipeline tests bench examples
+	@.venv/bin/ruff check --fix pipeline tests bench examples
+
+schema: install  ## regenerate the JSON Schema shipped to downstream consumers
+	@$(PY) -c "import json; from pipeline.envelope import json_schema; \
+	open('pipeline/schemas/report.v1.schema.json','w').write(json.dumps(json_schema(), indent=2, ensure_ascii=False)+'\n')"
+
+eval: install  ## triage accuracy, macro-F1, kelurahan resolution, grouping precision/recall
+	@$(PY) bench/eval_triage.py
+
+clean:  ## remove local state (stops the stack first)
+	@deploy/stack.sh stop || true
+	rm -rf .stack test-artifacts
