@@ -305,8 +305,10 @@ class Gazetteer:
         common = all(t in self.common_words for t in span)
         if marker == "street" or (end < len(tokens) and tokens[end] in _STREET_AFTER):
             weight = 0.3  # "jl. kalibata raya": the street is named after the area, weak evidence
-        elif (common and len(span) == 1) or key in self.common_words:
-            weight = 0.0  # "baru", "tengah", "jati", "kali baru" (as in "3 kali baru diperbaiki")
+        elif (common and (len(span) == 1 or len(_tokens(places[0].name)) == 1)) or key in self.common_words:
+            # "baru", "tengah", "jati", "kali baru" (as in "3 kali baru diperbaiki"): only counts when
+            # its kecamatan is named too
+            weight = 0.1
         elif common:
             weight = 0.5  # "pasar minggu", "rawa buaya": plausible but could be ordinary words
         else:
@@ -358,8 +360,11 @@ class Gazetteer:
         support: dict[str, float] = {}
         for code in scores:
             place = self.by_code[code]
-            parents = {place.kecamatan_code, place.kota_code} - {None, code}
-            support[code] = scores[code] + 0.5 * sum(scores.get(c, 0.0) for c in parents)  # type: ignore[misc]
+            support[code] = (
+                scores[code]
+                + 0.5 * scores.get(place.kecamatan_code or "", 0.0) * (place.kecamatan_code != code)
+                + 0.25 * scores.get(place.kota_code, 0.0) * (place.kota_code != code)
+            )
 
         def pick(level: str) -> tuple[Place | None, str]:
             cands = sorted(

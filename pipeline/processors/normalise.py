@@ -40,6 +40,9 @@ _PHONE = re.compile(
 )
 
 
+_DIGIT_RUN = re.compile(r"\d{3}")  # cheap pre-check: no three digits in a row, no number to mask
+
+
 def _phone_sub(match: re.Match[str]) -> str:
     raw = match.group(0)
     digits = re.sub(r"\D", "", raw)
@@ -63,9 +66,12 @@ def _phone_sub(match: re.Match[str]) -> str:
 def mask_pii(text: str) -> str:
     """The citizen's text as routed topics may carry it: cleaned, with contact details and NIK masked."""
     text = clean(text)
-    text = _EMAIL.sub("[email]", text)
-    text = _NIK.sub("[nik]", text)
-    return _PHONE.sub(_phone_sub, text)
+    if "@" in text:
+        text = _EMAIL.sub("[email]", text)
+    if _DIGIT_RUN.search(text):
+        text = _NIK.sub("[nik]", text)
+        text = _PHONE.sub(_phone_sub, text)
+    return text
 
 
 # --- cleaning ------------------------------------------------------------------------------------
@@ -73,8 +79,10 @@ def mask_pii(text: str) -> str:
 
 def clean(text: str) -> str:
     """HTML entities and tags, runs of the same character (``bangeeeet`` → ``bangeet``) and whitespace."""
-    text = html.unescape(html.unescape(text))  # CRM exports are sometimes escaped twice (&amp;amp;)
-    text = _TAG.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(html.unescape(text))  # CRM exports are sometimes escaped twice (&amp;amp;)
+    if "<" in text:
+        text = _TAG.sub(" ", text)
     text = _REPEAT.sub(r"\1\1", text)
     return _WS.sub(" ", text).strip()
 
@@ -282,7 +290,7 @@ def _stemmer():  # type: ignore[no-untyped-def]
 @lru_cache(maxsize=200_000)
 def stem(word: str) -> str:
     """The root of one lower-case word (PySastrawi), e.g. ``ditertibkan`` → ``tertib``; cached."""
-    if len(word) <= 3 or not word.isalpha():
+    if len(word) <= 3 or not word.isalpha() or word in _root_words():
         return word
     return _stemmer().stem(word) or word
 
@@ -316,8 +324,12 @@ def _normalise_token(token: str) -> str:
 def normalise(text: str) -> str:
     """Text as the classifier should see it: masked, cleaned, lower-cased, informal words expanded."""
     text = mask_pii(text).lower()
-    text = _URL.sub(" [url] ", text)
-    text = _REDUP_HYPHEN.sub(r"\1", _REDUP_DIGIT.sub(r"\1", text))
+    if "http" in text or "www" in text:
+        text = _URL.sub(" [url] ", text)
+    if "2" in text:
+        text = _REDUP_DIGIT.sub(r"\1", text)
+    if "-" in text:
+        text = _REDUP_HYPHEN.sub(r"\1", text)
     return " ".join(_normalise_token(t) for t in _TOKEN.findall(text))
 
 
