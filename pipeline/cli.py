@@ -30,7 +30,9 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     bad = 0
     for spec in specs:
         have = found.get(spec.name)
-        state = "ok" if have is not None and have >= spec.partitions else "MISSING" if have is None else "FEWER"
+        state = (
+            "ok" if have is not None and have >= spec.partitions else "MISSING" if have is None else "FEWER"
+        )
         bad += state != "ok"
         print(f"{state:8} {spec.name} partitions={have}/{spec.partitions}")
     return EXIT_OK if not bad else EXIT_FAILED
@@ -53,13 +55,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_channels(args: argparse.Namespace) -> int:
     import orjson
 
+    from .settings import get_settings
     from .sources.registry import discover
     from .topics import Topics
-    from .settings import get_settings
 
     topics = Topics(get_settings().topic_namespace)
     rows = [
-        {"id": cls.channel, "mode": cls.mode, "topic": topics.ingest(cls.channel), "adapter": f"{cls.__module__}.{cls.__name__}"}
+        {
+            "id": cls.channel,
+            "mode": cls.mode,
+            "topic": topics.ingest(cls.channel),
+            "adapter": f"{cls.__module__}.{cls.__name__}",
+        }
         for cls in discover().values()
     ]
     if args.json:
@@ -71,8 +78,8 @@ def _cmd_channels(args: argparse.Namespace) -> int:
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
-    from .sinks.postgres import migrate, show_reports
     from .settings import get_settings
+    from .sinks.postgres import migrate, show_reports
 
     settings = get_settings()
     if args.action == "migrate":

@@ -69,7 +69,9 @@ class Contact(_Model):
 class Location(_Model):
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
-    address: str | None = Field(None, max_length=1000, description="free-text address as the citizen wrote it")
+    address: str | None = Field(
+        None, max_length=1000, description="free-text address as the citizen wrote it"
+    )
     desk_office: str | None = Field(
         None, max_length=200, description="office where a walk-in report was taken (Kemendagri code or name)"
     )
@@ -151,7 +153,9 @@ class Report(_Model):
     @classmethod
     def create(cls, *, channel: str, provider_id: str, **fields: Any) -> Report:
         fields.setdefault("received_at", utcnow())
-        return cls(report_id=report_id_for(channel, provider_id), channel=channel, provider_id=provider_id, **fields)
+        return cls(
+            report_id=report_id_for(channel, provider_id), channel=channel, provider_id=provider_id, **fields
+        )
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.model_dump(exclude_none=True))
@@ -161,7 +165,7 @@ class Report(_Model):
         return cls.model_validate(orjson.loads(data))
 
     def public(self) -> dict[str, Any]:
-        """The projection routed topics carry: no contact details; a private reporter is not even pseudonymous."""
+        """What routed topics carry: no contact details; a private reporter is not even pseudonymous."""
         data = self.model_dump(exclude_none=True, exclude={"contact"})
         if self.reporter.private:
             data["reporter"] = {"id": "private", "private": True}

@@ -23,10 +23,16 @@ from .sources.registry import discover
 log = logging.getLogger("pipeline.ingress")
 
 ACCEPTED = Counter("crm_ingress_reports_total", "reports accepted per channel", ["channel"])
-REJECTED = Counter("crm_ingress_rejected_total", "requests refused per channel and reason", ["channel", "code"])
-UNAVAILABLE = Counter("crm_ingress_unavailable_total", "requests answered 503: broker did not confirm", ["channel"])
+REJECTED = Counter(
+    "crm_ingress_rejected_total", "requests refused per channel and reason", ["channel", "code"]
+)
+UNAVAILABLE = Counter(
+    "crm_ingress_unavailable_total", "requests answered 503: broker did not confirm", ["channel"]
+)
 LATENCY = Histogram(
-    "crm_ingress_accept_seconds", "time from request to answer", ["channel"],
+    "crm_ingress_accept_seconds",
+    "time from request to answer",
+    ["channel"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -34,7 +40,9 @@ PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher", Publisher)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 async def _read_capped(request: web.Request, cap: int) -> tuple[bytes, bool]:
@@ -65,15 +73,21 @@ def _inbound(request: web.Request, body: bytes) -> InboundRequest:
     )
 
 
-def _handler(adapter: PushSource, settings: Settings):  # noqa: ANN202 - aiohttp handler factory
+def _handler(adapter: PushSource, settings: Settings):
     channel = adapter.channel
 
     async def dead_letter(
         publisher: Publisher, body: bytes, ctype: str | None, code: str, reason: str, total: int | None = None
     ) -> None:
         letter = DeadLetter.build(
-            raw=body, cap=settings.dead_letter_raw_cap_bytes, total_size=total, channel=channel, stage="ingress",
-            code=code, reason=reason, content_type=ctype,
+            raw=body,
+            cap=settings.dead_letter_raw_cap_bytes,
+            total_size=total,
+            channel=channel,
+            stage="ingress",
+            code=code,
+            reason=reason,
+            content_type=ctype,
         )
         try:
             await publisher.dead_letter(letter)
@@ -128,7 +142,10 @@ def _handler(adapter: PushSource, settings: Settings):  # noqa: ANN202 - aiohttp
                 log.error("broker unavailable, answering 503 on %s: %s", channel, exc)
                 return _json(
                     503,
-                    {"error": "the report could not be stored right now; please retry", "code": "unavailable"},
+                    {
+                        "error": "the report could not be stored right now; please retry",
+                        "code": "unavailable",
+                    },
                     headers={"Retry-After": "5"},
                 )
             ACCEPTED.labels(channel).inc(len(result.reports))
@@ -173,7 +190,7 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
     app.router.add_get("/readyz", _ready)
     app.router.add_get("/metrics", _metrics)
 
-    async def lifecycle(app: web.Application):  # noqa: ANN202
+    async def lifecycle(app: web.Application):
         producer = make_producer(settings, client_id="crm-ingress")
         await producer.start()
         app[PUBLISHER] = Publisher(settings, producer)
@@ -192,7 +209,9 @@ async def serve(host: str | None = None, port: int | None = None) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host or settings.ingress_host, port or settings.ingress_port)
     await site.start()
-    log.info("ingress listening on http://%s:%s", host or settings.ingress_host, port or settings.ingress_port)
+    log.info(
+        "ingress listening on http://%s:%s", host or settings.ingress_host, port or settings.ingress_port
+    )
     try:
         import asyncio
 

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Secrets that ship with the code for the local stack; production refuses to start with them.
-DEV_SECRETS = frozenset({"dev-only-reporter-key-change-me", "crm-dev-password"})
+DEV_SECRETS = frozenset({"dev-only-reporter-key-change-me", "crm-dev-password", "dev-only-"})
 
 
 class Settings(BaseSettings):
@@ -54,6 +54,32 @@ class Settings(BaseSettings):
     # Pseudonymous reporter ids are HMACs of contact details under this key.
     reporter_id_key: SecretStr = SecretStr("dev-only-reporter-key-change-me")
 
+    # Push-channel secrets (issue #3). The defaults are for the local stack and tests only.
+    jaki_token: SecretStr = SecretStr("dev-only-jaki-token")
+    facebook_app_secret: SecretStr = SecretStr("dev-only-facebook-app-secret")
+    facebook_verify_token: SecretStr = SecretStr("dev-only-facebook-verify-token")
+    governor_social_app_secret: SecretStr = SecretStr("dev-only-governor-social-app-secret")
+    governor_social_verify_token: SecretStr = SecretStr("dev-only-governor-social-verify-token")
+    meta_replay_window_s: int = Field(
+        38 * 3600, ge=60, description="oldest webhook entry accepted (Meta retries for up to 36 h)"
+    )
+    sms_twilio_auth_token: SecretStr = SecretStr("dev-only-twilio-auth-token")
+    sms_public_base_url: str | None = Field(
+        None, description="URL the SMS provider signs (e.g. https://crm.jakarta.go.id) when behind a proxy"
+    )
+    sms_gateway_secret: SecretStr = SecretStr("dev-only-sms-gateway-secret")
+    sms_replay_window_s: int = Field(300, ge=10, description="generic SMS gateway: max clock skew of its timestamp")
+    desk_credentials: SecretStr = Field(
+        SecretStr(
+            '{"dev-only-desk-kelurahan": {"office_code": "31.71.01.1001", "office_level": "kelurahan"},'
+            ' "dev-only-desk-kecamatan": {"office_code": "31.71.01", "office_level": "kecamatan"},'
+            ' "dev-only-desk-walikota": {"office_code": "31.71", "office_level": "kota"},'
+            ' "dev-only-desk-balaikota": {"office_code": "31", "office_level": "balaikota"},'
+            ' "dev-only-desk-inspektorat": {"office_code": "31", "office_level": "inspektorat"}}'
+        ),
+        description="JSON map: desk API token -> {office_code (Kemendagri), office_level}",
+    )
+
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if self.env == "production":
@@ -62,11 +88,21 @@ class Settings(BaseSettings):
                 for name, value in (
                     ("CRM_REPORTER_ID_KEY", self.reporter_id_key.get_secret_value()),
                     ("CRM_DATABASE_URL", self.database_url.get_secret_value()),
+                    ("CRM_JAKI_TOKEN", self.jaki_token.get_secret_value()),
+                    ("CRM_FACEBOOK_APP_SECRET", self.facebook_app_secret.get_secret_value()),
+                    ("CRM_FACEBOOK_VERIFY_TOKEN", self.facebook_verify_token.get_secret_value()),
+                    ("CRM_GOVERNOR_SOCIAL_APP_SECRET", self.governor_social_app_secret.get_secret_value()),
+                    ("CRM_GOVERNOR_SOCIAL_VERIFY_TOKEN", self.governor_social_verify_token.get_secret_value()),
+                    ("CRM_SMS_TWILIO_AUTH_TOKEN", self.sms_twilio_auth_token.get_secret_value()),
+                    ("CRM_SMS_GATEWAY_SECRET", self.sms_gateway_secret.get_secret_value()),
+                    ("CRM_DESK_CREDENTIALS", self.desk_credentials.get_secret_value()),
                 )
                 if any(secret in value for secret in DEV_SECRETS)
             ]
             if used:
-                raise ValueError(f"refusing to start in production with development secrets: {', '.join(used)}")
+                raise ValueError(
+                    f"refusing to start in production with development secrets: {', '.join(used)}"
+                )
         return self
 
 

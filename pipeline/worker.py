@@ -70,7 +70,10 @@ class Stages:
             self.publisher = Publisher(self.settings, producer)
             client = aioredis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
             self.dedup = RedisDedupStore(
-                client, self.settings.topic_namespace, self.settings.dedup_ttl_s, self.settings.dedup_text_window_s
+                client,
+                self.settings.topic_namespace,
+                self.settings.dedup_ttl_s,
+                self.settings.dedup_text_window_s,
             )
             self.sink = PostgresReportSink(self.settings)
 
@@ -83,15 +86,23 @@ class Stages:
             await self.sink.close()
 
     # ------------------------------------------------------------------ helpers
-    async def _dead_letter(self, stage: str, code: str, reason: str, raw: bytes, position: Any, **extra: Any) -> None:
+    async def _dead_letter(
+        self, stage: str, code: str, reason: str, raw: bytes, position: Any, **extra: Any
+    ) -> None:
         letter = DeadLetter.build(
-            raw=raw, cap=self.settings.dead_letter_raw_cap_bytes, stage=stage, code=code, reason=reason,
-            source=position, **extra,
+            raw=raw,
+            cap=self.settings.dead_letter_raw_cap_bytes,
+            stage=stage,
+            code=code,
+            reason=reason,
+            source=position,
+            **extra,
         )
         DEAD.labels(stage, code).inc()
         log.warning("dead letter (%s/%s) report_id=%s: %s", stage, code, letter.report_id, reason)
-        await self._send_until_confirmed([(self.topics.deadletter, (letter.report_id or letter.raw_sha256).encode(),
-                                           letter.dumps())])
+        await self._send_until_confirmed(
+            [(self.topics.deadletter, (letter.report_id or letter.raw_sha256).encode(), letter.dumps())]
+        )
 
     async def _send_until_confirmed(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         """The input is not acked until the outputs are on the broker, however long that takes."""
@@ -140,7 +151,9 @@ class Stages:
         assert self.dedup is not None
         reports, bad = self._decode(events)
         for event, reason in bad:
-            await self._dead_letter("decode", "bad_envelope", reason, event.value or b"", self._position(event))
+            await self._dead_letter(
+                "decode", "bad_envelope", reason, event.value or b"", self._position(event)
+            )
 
         try:
             fresh, dups = await self.dedup.split(reports)
@@ -162,8 +175,15 @@ class Stages:
             t = report.triage
             ROUTED.labels(t.routed_to if t else "triage", (t.agency if t else None) or "-").inc()
         for failed, reason in self._failed:
-            await self._dead_letter("triage", "processor_error", reason, failed.dumps(), None,
-                                    report_id=failed.report_id, channel=failed.channel)
+            await self._dead_letter(
+                "triage",
+                "processor_error",
+                reason,
+                failed.dumps(),
+                None,
+                report_id=failed.report_id,
+                channel=failed.channel,
+            )
         await self._send_until_confirmed(records)
         try:
             await self.dedup.remember(processed)
@@ -199,8 +219,15 @@ class Stages:
             result = await self.sink.write_until_stored(reports)
         STORED.inc(result.stored)
         for report, reason in result.poison:
-            await self._dead_letter("sink", "store_refused", reason, report.dumps(), None,
-                                    report_id=report.report_id, channel=report.channel)
+            await self._dead_letter(
+                "sink",
+                "store_refused",
+                reason,
+                report.dumps(),
+                None,
+                report_id=report.report_id,
+                channel=report.channel,
+            )
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:

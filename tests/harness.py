@@ -123,8 +123,13 @@ def running_pipeline(iso: Isolated, workers: int = 1) -> Iterator[str]:
     """Ingress and worker(s) as real processes; yields the ingress base URL."""
     port = free_port()
     env = {**iso.env, "CRM_INGRESS_PORT": str(port)}
-    subprocess.run([sys.executable, "-m", "pipeline", "topics", "create"], env={**os.environ, **env}, check=True,
-                   capture_output=True)
+    for step in (["topics", "create"], ["store", "migrate"]):
+        subprocess.run(
+            [sys.executable, "-m", "pipeline", *step],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+        )
     procs = [Process("ingress", ["ingress"], env)]
     procs += [Process(f"worker{i}", ["worker", "--loglevel", "warning"], env) for i in range(workers)]
     url = f"http://127.0.0.1:{port}"
@@ -144,7 +149,7 @@ def wait_http(url: str, proc: Process, timeout: float = 60) -> None:
         if proc.proc.poll() is not None:
             raise RuntimeError(f"{proc.name} exited early:\n{proc.output()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback test URL
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     return
         except OSError:
@@ -168,8 +173,11 @@ def read_topic(iso: Isolated, topic: str, min_records: int = 1, timeout: float =
 
     async def _read() -> list[dict[str, Any]]:
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=iso.env["CRM_KAFKA_BOOTSTRAP"], auto_offset_reset="earliest",
-            enable_auto_commit=False, group_id=None,
+            topic,
+            bootstrap_servers=iso.env["CRM_KAFKA_BOOTSTRAP"],
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
         )
         await consumer.start()
         out: list[dict[str, Any]] = []

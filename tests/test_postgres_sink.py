@@ -13,8 +13,13 @@ pytestmark = pytest.mark.stack
 
 
 def _r(i: int, **kw) -> Report:
-    return Report.create(channel="web", provider_id=f"sink-{i}", reporter=Reporter(id=f"rp-{i}"),
-                         text=f"Saluran air tersumbat nomor {i}", **kw)
+    return Report.create(
+        channel="web",
+        provider_id=f"sink-{i}",
+        reporter=Reporter(id=f"rp-{i}"),
+        text=f"Saluran air tersumbat nomor {i}",
+        **kw,
+    )
 
 
 def test_migrations_are_versioned_and_idempotent(iso):
@@ -34,7 +39,7 @@ def test_batch_write_is_idempotent_and_keeps_contacts_apart(iso):
         sink = PostgresReportSink(settings)
         try:
             first = await sink.write_until_stored(batch)
-            again = await sink.write_until_stored(batch + [_r(50)])
+            again = await sink.write_until_stored([*batch, _r(50)])
         finally:
             await sink.close()
         return first, again
@@ -43,9 +48,16 @@ def test_batch_write_is_idempotent_and_keeps_contacts_apart(iso):
     assert first.stored == 50 and again.stored == 1 and not first.poison
     ids = [str(r.report_id) for r in batch]
     assert iso.query("SELECT count(*) FROM reports WHERE report_id = ANY(%s::uuid[])", (ids,))[0][0] == 50
-    assert iso.query("SELECT count(*) FROM reporter_contacts WHERE report_id = ANY(%s::uuid[])", (ids,))[0][0] == 50
-    cols = [c for (c,) in iso.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'reports'")]
+    assert (
+        iso.query("SELECT count(*) FROM reporter_contacts WHERE report_id = ANY(%s::uuid[])", (ids,))[0][0]
+        == 50
+    )
+    cols = [
+        c
+        for (c,) in iso.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'reports'"
+        )
+    ]
     assert "email" not in cols and "phone" not in cols
 
 

@@ -23,8 +23,17 @@ def _json(**fields) -> InboundRequest:
 
 
 def test_json_submission_becomes_one_report_with_contact_kept_apart():
-    result = SRC.parse(_json(text="Ada pohon tumbang di Jl. Ampera Raya", email="Warga@Example.COM",
-                             telepon="0812-3456-7890", lat=-6.29, lon=106.82, kategori="Pohon", rahasia="ya"))
+    result = SRC.parse(
+        _json(
+            text="Ada pohon tumbang di Jl. Ampera Raya",
+            email="Warga@Example.COM",
+            telepon="0812-3456-7890",
+            lat=-6.29,
+            lon=106.82,
+            kategori="Pohon",
+            rahasia="ya",
+        )
+    )
     [r] = result.reports
     assert r.channel == "web" and r.text == "Ada pohon tumbang di Jl. Ampera Raya"
     assert r.contact.email == "Warga@example.com" and r.contact.phone == "+6281234567890"
@@ -34,8 +43,13 @@ def test_json_submission_becomes_one_report_with_contact_kept_apart():
 
 
 def test_form_encoded_submission_with_indonesian_field_names():
-    body = urlencode({"laporan": "Sampah menumpuk di gg. Melati 3 hari", "alamat": "Kel. Kalibaru",
-                      "foto": "https://example.org/a.jpg"}).encode()
+    body = urlencode(
+        {
+            "laporan": "Sampah menumpuk di gg. Melati 3 hari",
+            "alamat": "Kel. Kalibaru",
+            "foto": "https://example.org/a.jpg",
+        }
+    ).encode()
     [r] = SRC.parse(_req(body, "application/x-www-form-urlencoded; charset=UTF-8")).reports
     assert r.location.address == "Kel. Kalibaru" and r.attachments[0].url == "https://example.org/a.jpg"
     assert r.reporter.id == "anonymous" and r.contact is None

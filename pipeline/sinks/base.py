@@ -41,7 +41,7 @@ class BatchSink(ABC, Generic[T]):
     async def write(self, batch: Sequence[T]) -> int:
         """Store the whole batch atomically; return rows newly stored. Raise Transient/PoisonRowError."""
 
-    async def close(self) -> None:  # noqa: B027 - optional
+    async def close(self) -> None:
         pass
 
     async def write_until_stored(self, batch: Sequence[T]) -> WriteResult[T]:

@@ -36,7 +36,10 @@ async def migrate(settings: Settings) -> list[str]:
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = {row[0] for row in await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()}
+            done = {
+                row[0]
+                for row in await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()
+            }
             for version, sql in _migrations():
                 if version in done:
                     continue
@@ -49,15 +52,42 @@ async def migrate(settings: Settings) -> list[str]:
 
 
 _REPORT_COLUMNS = (
-    "report_id", "channel", "provider_id", "schema_version", "received_at", "source_at", "reporter_id",
-    "private", "text_original", "text_normalised", "category_hint", "lat", "lon", "address", "desk_office",
-    "attachments", "raw_ref", "in_reply_to", "category", "confidence", "classifier", "kota_code",
-    "kecamatan_code", "kelurahan_code", "region", "agency", "agency_unit", "routed_to", "route_reason",
-    "case_id", "expected_by",
+    "report_id",
+    "channel",
+    "provider_id",
+    "schema_version",
+    "received_at",
+    "source_at",
+    "reporter_id",
+    "private",
+    "text_original",
+    "text_normalised",
+    "category_hint",
+    "lat",
+    "lon",
+    "address",
+    "desk_office",
+    "attachments",
+    "raw_ref",
+    "in_reply_to",
+    "category",
+    "confidence",
+    "classifier",
+    "kota_code",
+    "kecamatan_code",
+    "kelurahan_code",
+    "region",
+    "agency",
+    "agency_unit",
+    "routed_to",
+    "route_reason",
+    "case_id",
+    "expected_by",
 )
 # ON CONFLICT DO NOTHING: a replayed or redelivered report changes nothing already stored.
+_PLACEHOLDERS = ", ".join(["%s"] * len(_REPORT_COLUMNS))
 _INSERT_REPORT = (
-    f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_REPORT_COLUMNS))}) "
+    f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) VALUES ({_PLACEHOLDERS}) "  # noqa: S608 - constants
     "ON CONFLICT DO NOTHING"
 )
 _INSERT_CONTACT = (
@@ -71,18 +101,37 @@ def _row(r: Report) -> tuple[Any, ...]:
     region = t.region if t else None
     loc = r.location
     return (
-        r.report_id, r.channel, r.provider_id, r.schema_version, r.received_at, r.source_at, r.reporter.id,
-        r.reporter.private, r.text, t.normalised_text if t else None, r.category_hint, loc.lat, loc.lon,
-        loc.address, loc.desk_office,
+        r.report_id,
+        r.channel,
+        r.provider_id,
+        r.schema_version,
+        r.received_at,
+        r.source_at,
+        r.reporter.id,
+        r.reporter.private,
+        r.text,
+        t.normalised_text if t else None,
+        r.category_hint,
+        loc.lat,
+        loc.lon,
+        loc.address,
+        loc.desk_office,
         Jsonb([a.model_dump(exclude_none=True) for a in r.attachments], dumps=_dumps),
         Jsonb(r.raw_ref.model_dump(exclude_none=True), dumps=_dumps) if r.raw_ref else None,
         r.in_reply_to,
-        t.category if t else None, t.confidence if t else None, t.classifier if t else None,
-        region.kota_code if region else None, region.kecamatan_code if region else None,
+        t.category if t else None,
+        t.confidence if t else None,
+        t.classifier if t else None,
+        region.kota_code if region else None,
+        region.kecamatan_code if region else None,
         region.kelurahan_code if region else None,
         Jsonb(region.model_dump(exclude_none=True), dumps=_dumps) if region else None,
-        t.agency if t else None, t.agency_unit if t else None, t.routed_to if t else None,
-        t.route_reason if t else None, t.case_id if t else None, t.expected_by if t else None,
+        t.agency if t else None,
+        t.agency_unit if t else None,
+        t.routed_to if t else None,
+        t.route_reason if t else None,
+        t.case_id if t else None,
+        t.expected_by if t else None,
     )
 
 
@@ -111,7 +160,14 @@ class PostgresReportSink(BatchSink[Report]):
                 await cur.executemany(_INSERT_REPORT, [_row(r) for r in batch])
                 stored = cur.rowcount
                 contacts = [
-                    (r.report_id, r.reporter.id, r.contact.name, r.contact.email, r.contact.phone, r.contact.handle)
+                    (
+                        r.report_id,
+                        r.reporter.id,
+                        r.contact.name,
+                        r.contact.email,
+                        r.contact.phone,
+                        r.contact.handle,
+                    )
                     for r in batch
                     if r.contact is not None
                 ]
@@ -143,7 +199,10 @@ async def show_reports(settings: Settings, limit: int = 20) -> None:
                 (limit,),
             )
         ).fetchall()
-    print(f"{'report_id':36}  {'channel':8} {'received (UTC)':19}  {'status':9} {'category':14} {'route':16} text")
+    print(
+        f"{'report_id':36}  {'channel':8} {'received (UTC)':19}  {'status':9} {'category':14} "
+        f"{'route':16} text"
+    )
     for rid, channel, received, status, category, route, text in rows:
         print(
             f"{rid!s:36}  {channel:8} {received:%Y-%m-%d %H:%M:%S}  {status:9} {category[:14]:14} "

@@ -25,7 +25,7 @@ from ..envelope import Report
 from ..settings import Settings
 
 
-class Rejected(Exception):  # noqa: N818 - it is an outcome, not a crash
+class Rejected(Exception):
     """The input is refused. ``reason`` is written for the person who has to fix it."""
 
     def __init__(self, reason: str, *, status: int = 400, code: str = "invalid", field: str | None = None):
@@ -88,7 +88,7 @@ class PushSource(SourceAdapter):
     route: ClassVar[str]
     methods: ClassVar[Sequence[str]] = ("POST",)
 
-    def authenticate(self, request: InboundRequest) -> None:  # noqa: B027 - open channels need no check
+    def authenticate(self, request: InboundRequest) -> None:
         """Raise :class:`Rejected` (401/403) unless the request provably comes from the provider."""
 
     def handshake(self, request: InboundRequest) -> tuple[int, str] | None:

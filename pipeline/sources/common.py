@@ -57,7 +57,8 @@ def parse_body(request: InboundRequest) -> dict[str, Any]:
                 data[key] = value
         return data
     raise Rejected(
-        f"unsupported Content-Type {ctype or '(none)'!r}: use application/json or application/x-www-form-urlencoded",
+        f"unsupported Content-Type {ctype or '(none)'!r}: "
+        "use application/json or application/x-www-form-urlencoded",
         status=415,
         code="unsupported_media_type",
     )
@@ -97,7 +98,9 @@ def parse_coordinate(value: Any, name: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise Rejected(f"{name} must be a number, got {value!r}", code="bad_coordinates", field=name) from None
+        raise Rejected(
+            f"{name} must be a number, got {value!r}", code="bad_coordinates", field=name
+        ) from None
     if number != number or number in (float("inf"), float("-inf")):
         raise Rejected(f"{name} must be a finite number", code="bad_coordinates", field=name)
     return number

@@ -56,7 +56,9 @@ def _text_field(data: dict[str, Any], key: str, max_len: int) -> str | None:
         raise Rejected(f"{key} must be text", code="bad_field", field=key)
     value = str(value).strip()
     if len(value) > max_len:
-        raise Rejected(f"{key} is too long ({len(value)} characters, at most {max_len})", code="too_long", field=key)
+        raise Rejected(
+            f"{key} is too long ({len(value)} characters, at most {max_len})", code="too_long", field=key
+        )
     return value or None
 
 
@@ -83,7 +85,9 @@ class WebFormSource(PushSource):
                 contact.email = normalise_email(email)
             except ValueError:
                 raise Rejected(
-                    f"email {email!r} is not a valid address (alamat surel tidak valid)", code="bad_email", field="email"
+                    f"email {email!r} is not a valid address (alamat surel tidak valid)",
+                    code="bad_email",
+                    field="email",
                 ) from None
         phone = _text_field(data, "phone", 32)
         if phone is not None:
@@ -91,7 +95,8 @@ class WebFormSource(PushSource):
                 contact.phone = normalise_phone(phone)
             except ValueError:
                 raise Rejected(
-                    f"phone {phone!r} is not a valid Indonesian number, e.g. 0812xxxxxxx (nomor telepon tidak valid)",
+                    f"phone {phone!r} is not a valid Indonesian number, e.g. 0812xxxxxxx "
+                    "(nomor telepon tidak valid)",
                     code="bad_phone",
                     field="phone",
                 ) from None
@@ -99,7 +104,9 @@ class WebFormSource(PushSource):
         location = Location(address=_text_field(data, "address", 1000))
         lat, lon = _field(data, "lat"), _field(data, "lon")
         if (lat is None) != (lon is None):
-            raise Rejected("send both latitude and longitude, or neither", code="bad_coordinates", field="lat")
+            raise Rejected(
+                "send both latitude and longitude, or neither", code="bad_coordinates", field="lat"
+            )
         if lat is not None:
             location.lat, location.lon = parse_coordinate(lat, "lat"), parse_coordinate(lon, "lon")
             if not in_jakarta(location.lat, location.lon):
@@ -117,7 +124,9 @@ class WebFormSource(PushSource):
         attachments = []
         for url in raw_attachments:
             if not isinstance(url, str) or not is_url(url):
-                raise Rejected(f"attachment {url!r} is not an http(s) URL", code="bad_attachments", field="attachments")
+                raise Rejected(
+                    f"attachment {url!r} is not an http(s) URL", code="bad_attachments", field="attachments"
+                )
             attachments.append(Attachment(url=url))
 
         if contact.email:
@@ -147,10 +156,19 @@ class WebFormSource(PushSource):
         if explicit:
             key = str(explicit).strip()
             if not 1 <= len(key) <= 200 or not key.isprintable():
-                raise Rejected("submission_id / Idempotency-Key must be 1-200 printable characters", code="bad_field")
+                raise Rejected(
+                    "submission_id / Idempotency-Key must be 1-200 printable characters", code="bad_field"
+                )
             return f"sub:{key}"
         canonical = "\x1f".join(
             str(part or "")
-            for part in (" ".join(text.split()), contact.email, contact.phone, location.address, location.lat, location.lon)
+            for part in (
+                " ".join(text.split()),
+                contact.email,
+                contact.phone,
+                location.address,
+                location.lat,
+                location.lon,
+            )
         )
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
