@@ -1,6 +1,9 @@
-"""The processor chain after exact dedup: normalise → classify → locate → route, on a batch.
+"""The processor chain after exact dedup: normalise → classify → locate → route (→ group), on a batch.
 
 Pure (no I/O), so the live worker and the offline ``crm-pipeline triage`` command run the same code.
+``normalised_text`` is what routed topics may carry: :func:`normalise` masks phone numbers, e-mail
+addresses and NIK before anything else. Grouping into cases runs when a :class:`CaseIndex` is given
+(the offline command always gives one; the worker decides where its case store lives).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from datetime import timedelta
 
 from ..envelope import Report, Triage, utcnow
 from .classify import Classifier, load_classifier
+from .group import CaseIndex
 from .locate import load_gazetteer
 from .normalise import normalise
 from .route import load_router
@@ -21,6 +25,7 @@ class TriageChain:
     classifier: Classifier = field(default_factory=load_classifier)
     gazetteer: object = field(default_factory=load_gazetteer)
     router: object = field(default_factory=load_router)
+    cases: CaseIndex | None = None
 
     def process(self, reports: Sequence[Report]) -> list[Report]:
         texts = [normalise(r.text) for r in reports]
@@ -42,4 +47,11 @@ class TriageChain:
                 expected_by=report.received_at + timedelta(days=decision.expected_days),
                 processed_at=now,
             )
+            if self.cases is not None:
+                case = self.cases.assign(report)
+                report.triage.case_id = case.case_id
+                note = f"case: {case.reason}"
+                if case.candidate_of:
+                    note += f"; duplicate candidate of {case.candidate_of} (score {case.score:.2f})"
+                report.triage.route_reason = f"{report.triage.route_reason}; {note}"
         return list(reports)

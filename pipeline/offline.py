@@ -1,0 +1,260 @@
+"""Offline triage and training over CSV files: ``crm-pipeline triage`` and ``crm-pipeline train``.
+
+``triage`` runs the same :class:`~pipeline.processors.chain.TriageChain` as the live worker (normalise →
+classify → locate → route → group) over a CSV, in batches, and writes one JSON object per row. The
+location column may hold an address or place name, ``lat,lon`` coordinates, or a Kemendagri code.
+
+``train`` fits the trained classifier on a city's own labelled history and writes a model file for
+``crm-pipeline triage --model`` (and the worker).
+
+Exit codes: 0 done, 2 bad usage or bad input (the message names the file and, where it applies, the line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+BATCH = 500
+MAX_TEXT = 20_000
+MIN_EXAMPLES_PER_LABEL = 3
+
+_COORDS = re.compile(r"^\s*(-?\d{1,2}\.\d+)\s*[,;]\s*(-?\d{1,3}\.\d+)\s*$")
+_CODE = re.compile(r"^\s*31(?:\.?\d{2}){1,2}(?:\.?\d{4})?\s*$")
+
+
+class InputError(Exception):
+    """Bad input: the message names the file (and line)."""
+
+
+def _fail(message: str) -> int:
+    print(f"crm-pipeline: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _open_csv(path: str, needed: dict[str, str | None]) -> tuple[Any, csv.DictReader]:
+    """Open ``path`` and check that every needed column (option → column name) is in its header."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    csv.field_size_limit(10_000_000)
+    fh = p.open(encoding="utf-8-sig", newline="")
+    try:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        fh.close()
+        raise InputError(f"{path}:1: cannot read the header: {exc}") from None
+    if not header:
+        fh.close()
+        raise InputError(f"{path}: empty file (no header line)")
+    for option, column in needed.items():
+        if column is not None and column not in header:
+            fh.close()
+            raise InputError(f"{path}:1: {option} {column!r} is not a column (columns: {', '.join(header)})")
+    return fh, reader
+
+
+def _rows(path: str, reader: csv.DictReader) -> Iterator[tuple[int, dict[str, str]]]:
+    try:
+        for row in reader:
+            if None in row:
+                raise InputError(f"{path}:{reader.line_num}: more fields than the header has")
+            yield reader.line_num, row
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}:{reader.line_num}: {exc}") from None
+
+
+def _location(value: str | None) -> Any:
+    from .envelope import Location
+
+    if not value or not value.strip():
+        return Location()
+    m = _COORDS.match(value)
+    if m:
+        lat, lon = float(m.group(1)), float(m.group(2))
+        if -90 <= lat <= 90 and -180 <= lon <= 180:
+            return Location(lat=lat, lon=lon)
+    if _CODE.match(value):
+        return Location(desk_office=value.strip())
+    return Location(address=value.strip()[:1000])
+
+
+def _output_row(row_id: str, report: Any) -> dict[str, Any]:
+    t = report.triage
+    region = t.region if t is not None else None
+    return {
+        "id": row_id,
+        "category": t.category,
+        "confidence": t.confidence,
+        "agency": t.agency,
+        "agency_unit": t.agency_unit,
+        "routed_to": t.routed_to,
+        "kota": region.kota if region else None,
+        "kota_code": region.kota_code if region else None,
+        "kecamatan": region.kecamatan if region else None,
+        "kelurahan": region.kelurahan if region else None,
+        "kelurahan_code": region.kelurahan_code if region else None,
+        "case_id": t.case_id,
+        "route_reason": t.route_reason,
+    }
+
+
+def triage_main(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .envelope import Report, Reporter, utcnow
+    from .processors.chain import TriageChain
+    from .processors.classify import ModelFileError, load_classifier
+    from .processors.group import CaseIndex
+    from .processors.locate import load_gazetteer
+    from .processors.normalise import warm_up
+    from .processors.route import RoutingTableError, load_router
+
+    needed = {"--id-column": args.id_column, "--text-column": args.text_column}
+    needed["--location-column"] = getattr(args, "location_column", None)
+    try:
+        classifier = load_classifier(getattr(args, "model", None))
+        chain = TriageChain(classifier, load_gazetteer(), load_router(), cases=CaseIndex())
+        warm_up()
+        fh, reader = _open_csv(args.input, needed)
+    except (InputError, ModelFileError, RoutingTableError) as exc:
+        return _fail(str(exc))
+    try:
+        out = open(args.out, "wb")
+    except OSError as exc:
+        fh.close()
+        return _fail(f"{args.out}: cannot write: {exc.strerror or exc}")
+
+    started = time.perf_counter()
+    n = skipped = 0
+    received = utcnow()
+    anonymous = Reporter(id="anonymous")
+    batch: list[tuple[str, Report]] = []
+
+    def flush() -> None:
+        chain.process([r for _, r in batch])
+        out.write(b"".join(orjson.dumps(_output_row(i, r)) + b"\n" for i, r in batch))
+        batch.clear()
+
+    try:
+        with fh, out:
+            for line, row in _rows(args.input, reader):
+                row_id = (row.get(args.id_column) or "").strip()
+                if not row_id:
+                    raise InputError(f"{args.input}:{line}: empty {args.id_column!r}")
+                text = (row.get(args.text_column) or "").strip()
+                if not text:
+                    skipped += 1
+                    out.write(orjson.dumps(_empty_row(row_id)) + b"\n")
+                    continue
+                loc = _location(row.get(args.location_column)) if args.location_column else _location(None)
+                try:
+                    report = Report.create(
+                        channel="offline",
+                        provider_id=row_id[:500],
+                        received_at=received,
+                        reporter=anonymous,
+                        text=text[:MAX_TEXT],
+                        location=loc,
+                    )
+                except ValidationError as exc:
+                    msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    raise InputError(f"{args.input}:{line}: {msg}") from None
+                batch.append((row_id, report))
+                n += 1
+                if len(batch) >= BATCH:
+                    flush()
+            if batch:
+                flush()
+    except InputError as exc:
+        return _fail(str(exc))
+    elapsed = time.perf_counter() - started
+    rate = n / elapsed if elapsed > 0 else 0.0
+    note = f", {skipped} with empty text left for a person" if skipped else ""
+    print(
+        f"triaged {n} reports in {elapsed:.2f}s ({rate:,.0f}/s) with {classifier.name}{note} → {args.out}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _empty_row(row_id: str) -> dict[str, Any]:
+    return {
+        "id": row_id,
+        "category": None,
+        "confidence": 0.0,
+        "agency": None,
+        "agency_unit": None,
+        "routed_to": "triage",
+        "kota": None,
+        "kota_code": None,
+        "kecamatan": None,
+        "kelurahan": None,
+        "kelurahan_code": None,
+        "case_id": None,
+        "route_reason": "empty text: a person must look at it",
+    }
+
+
+def read_labelled(path: str, text_column: str, label_column: str) -> tuple[list[str], list[str], int]:
+    """Texts and labels of a labelled CSV (rows lacking either are skipped and counted)."""
+    fh, reader = _open_csv(path, {"--text-column": text_column, "--label-column": label_column})
+    texts: list[str] = []
+    labels: list[str] = []
+    skipped = 0
+    with fh:
+        for _, row in _rows(path, reader):
+            text = (row.get(text_column) or "").strip()
+            label = (row.get(label_column) or "").strip()
+            if not text or not label:
+                skipped += 1
+                continue
+            texts.append(text)
+            labels.append(label)
+    return texts, labels, skipped
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from .processors.classify import train
+    from .processors.normalise import normalise
+
+    try:
+        raw, labels, skipped = read_labelled(args.data, args.text_column, args.label_column)
+    except InputError as exc:
+        return _fail(str(exc))
+    counts = Counter(labels)
+    rare = sorted(label for label, c in counts.items() if c < MIN_EXAMPLES_PER_LABEL)
+    if rare:
+        print(
+            f"crm-pipeline: leaving out {len(rare)} label(s) with fewer than {MIN_EXAMPLES_PER_LABEL} "
+            f"examples: {', '.join(rare)}",
+            file=sys.stderr,
+        )
+        keep = [i for i, label in enumerate(labels) if label not in set(rare)]
+        raw, labels = [raw[i] for i in keep], [labels[i] for i in keep]
+    if len(set(labels)) < 2:
+        return _fail(f"{args.data}: need at least two labels with {MIN_EXAMPLES_PER_LABEL}+ examples each")
+    started = time.perf_counter()
+    model = train([normalise(t) for t in raw], labels, calibration_folds=MIN_EXAMPLES_PER_LABEL)
+    try:
+        model.save(args.out)
+    except OSError as exc:
+        return _fail(f"{args.out}: cannot write: {exc.strerror or exc}")
+    note = f" ({skipped} rows without text or label skipped)" if skipped else ""
+    took = time.perf_counter() - started
+    print(
+        f"trained on {len(labels)} examples, {len(set(labels))} labels in {took:.1f}s{note} → {args.out}",
+        file=sys.stderr,
+    )
+    return EXIT_OK

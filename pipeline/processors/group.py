@@ -1,0 +1,326 @@
+"""Grouping repeated reports into cases: pure scoring plus a small store protocol.
+
+A report joins an existing case when it has the **same category**, falls **within the time window**
+(:attr:`GroupingPolicy.window`, 30 days by default, measured from the case's latest report) and is
+
+* **with coordinates on both sides**: near (within :attr:`GroupingPolicy.radius_m`, 300 m) — the score
+  mixes proximity and text similarity, so two different potholes 250 m apart stay apart unless their
+  texts agree;
+* **otherwise**: in the **same kelurahan** with **similar text** — Jaccard similarity of content-word
+  stems and of character 4-gram shingles of the normalised text.
+
+Scores between :attr:`GroupingPolicy.candidate_at` and :attr:`GroupingPolicy.join_at` do not merge: the
+report opens its own case and is marked a duplicate *candidate* of the best match, for a person to
+confirm (as Mark-a-Spot and FixMyStreet do). Re-assigning a report already seen returns the same decision
+(redelivery is harmless).
+
+:class:`CaseIndex` does the scoring over a :class:`CaseStore`; :class:`MemoryCaseStore` keeps cases in
+process memory, bucketed by (category, kelurahan) and by (category, ~500 m grid cell), so a Redis-backed
+store only needs the same five methods (sets per bucket, a hash per case).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any, Protocol
+
+from .normalise import stem
+
+#: Namespace of case ids: a case is named after the report that opened it.
+CASE_ID_NAMESPACE = uuid.UUID("0b8a6d43-57a4-5f0e-9b51-3c1a1f0e6c08")
+
+_CELL_DEG = 0.0045  # about 500 m
+
+
+@dataclass(frozen=True, slots=True)
+class GroupingPolicy:
+    window: timedelta = timedelta(days=30)
+    radius_m: float = 300.0
+    join_at: float = 0.7
+    candidate_at: float = 0.4
+    #: with coordinates: weight of proximity (the rest is text similarity)
+    proximity_weight: float = 0.5
+    #: members of a case whose texts a new report is compared with (the first and the latest ones)
+    compare_members: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class GroupItem:
+    """What grouping needs of a report."""
+
+    report_id: str
+    category: str | None
+    text: str  # normalised text
+    at: datetime
+    lat: float | None = None
+    lon: float | None = None
+    kelurahan_code: str | None = None
+
+    @classmethod
+    def from_report(cls, report: Any) -> GroupItem:
+        """From a :class:`pipeline.envelope.Report` whose ``triage`` is filled."""
+        t = report.triage
+        region = t.region if t is not None else None
+        return cls(
+            report_id=report.report_id,
+            category=t.category if t is not None else None,
+            text=(t.normalised_text if t is not None and t.normalised_text else report.text),
+            at=report.source_at or report.received_at,
+            lat=report.location.lat,
+            lon=report.location.lon,
+            kelurahan_code=region.kelurahan_code if region is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CaseDecision:
+    case_id: str
+    joined: bool  # True: the report joined an existing case
+    candidate_of: str | None  # a case it may duplicate (for a person to confirm), when not joined
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    words: frozenset[str]
+    shingles: frozenset[str]
+
+
+@dataclass
+class CaseRecord:
+    case_id: str
+    category: str
+    first_at: datetime
+    last_at: datetime
+    lat: float | None
+    lon: float | None
+    kelurahan_code: str | None
+    members: list[tuple[str, Fingerprint]] = field(default_factory=list)  # (report_id, fingerprint)
+    size: int = 1
+
+
+class CaseStore(Protocol):
+    """Where cases live. In memory here; a Redis store keeps the same buckets as sets and cases as hashes."""
+
+    def cases_near(self, category: str, cells: Sequence[str], since: datetime) -> Iterable[CaseRecord]: ...
+
+    def cases_in(self, category: str, kelurahan_code: str, since: datetime) -> Iterable[CaseRecord]: ...
+
+    def put(self, case: CaseRecord, cell: str | None) -> None: ...
+
+    def decision_for(self, report_id: str) -> CaseDecision | None: ...
+
+    def remember(self, report_id: str, decision: CaseDecision) -> None: ...
+
+
+class MemoryCaseStore:
+    """Cases in process memory, bucketed by (category, kelurahan) and (category, grid cell)."""
+
+    def __init__(self) -> None:
+        self._by_cell: dict[tuple[str, str], dict[str, CaseRecord]] = defaultdict(dict)
+        self._by_kel: dict[tuple[str, str], dict[str, CaseRecord]] = defaultdict(dict)
+        self._decisions: dict[str, CaseDecision] = {}
+
+    def cases_near(self, category: str, cells: Sequence[str], since: datetime) -> Iterable[CaseRecord]:
+        for cell in cells:
+            for case in self._by_cell.get((category, cell), {}).values():
+                if case.last_at >= since:
+                    yield case
+
+    def cases_in(self, category: str, kelurahan_code: str, since: datetime) -> Iterable[CaseRecord]:
+        for case in self._by_kel.get((category, kelurahan_code), {}).values():
+            if case.last_at >= since:
+                yield case
+
+    def put(self, case: CaseRecord, cell: str | None) -> None:
+        if cell is not None:
+            self._by_cell[(case.category, cell)][case.case_id] = case
+        if case.kelurahan_code:
+            self._by_kel[(case.category, case.kelurahan_code)][case.case_id] = case
+
+    def decision_for(self, report_id: str) -> CaseDecision | None:
+        return self._decisions.get(report_id)
+
+    def remember(self, report_id: str, decision: CaseDecision) -> None:
+        self._decisions[report_id] = decision
+
+    def __len__(self) -> int:
+        ids = {c for bucket in self._by_kel.values() for c in bucket}
+        ids |= {c for bucket in self._by_cell.values() for c in bucket}
+        return len(ids)
+
+
+# --- similarity ---------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    words = set(
+        "yang di ke dari dan atau ini itu ada sudah belum tidak sangat mohon tolong segera pak bu "
+        "admin terima kasih untuk dengan saya kami warga sekitar lagi juga karena bisa akan agar "
+        "pada oleh sama banget nya lah kok saja masih jadi tindak lanjut ditindaklanjuti lokasi "
+        "depan rt rw nomor jalan gang hari sejak kalau tapi kembali".split()
+    )
+    try:
+        from indoNLP.preprocessing.stopwords_data import STOPWORDS
+
+        words.update(w for w in STOPWORDS if " " not in w)
+    except ImportError:  # pragma: no cover
+        pass
+    return frozenset(words)
+
+
+def fingerprint(text: str) -> Fingerprint:
+    """Content-word stems and character 4-gram shingles of a normalised text."""
+    stop = _stopwords()
+    words = [w for w in text.split() if w not in stop and not w.startswith("[")]
+    stems = frozenset(stem(w) for w in words)
+    joined = " ".join(words)
+    shingles = frozenset(joined[i : i + 4] for i in range(max(1, len(joined) - 3))) if joined else frozenset()
+    return Fingerprint(stems, shingles)
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def text_similarity(a: Fingerprint, b: Fingerprint) -> float:
+    """Mean of the word-stem and character-shingle Jaccard similarities, in [0, 1]."""
+    return 0.5 * _jaccard(a.words, b.words) + 0.5 * _jaccard(a.shingles, b.shingles)
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_000.0 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _cell(lat: float, lon: float) -> tuple[int, int]:
+    return math.floor(lat / _CELL_DEG), math.floor(lon / _CELL_DEG)
+
+
+def _cell_key(c: tuple[int, int]) -> str:
+    return f"{c[0]}:{c[1]}"
+
+
+# --- the index ----------------------------------------------------------------------------------------
+
+
+class CaseIndex:
+    """Assigns reports to cases (see the module docstring)."""
+
+    def __init__(self, store: CaseStore | None = None, policy: GroupingPolicy | None = None) -> None:
+        self.store: CaseStore = store if store is not None else MemoryCaseStore()
+        self.policy = policy or GroupingPolicy()
+
+    @staticmethod
+    def new_case_id(report_id: str) -> str:
+        return f"case-{uuid.uuid5(CASE_ID_NAMESPACE, report_id)}"
+
+    def score(self, item: GroupItem, fp: Fingerprint, case: CaseRecord) -> tuple[float, str]:
+        """Score of ``item`` against ``case`` in [0, 1] and a short explanation; 0 when not comparable."""
+        p = self.policy
+        if item.category != case.category:
+            return 0.0, "other category"
+        if abs(item.at - case.last_at) > p.window and abs(item.at - case.first_at) > p.window:
+            return 0.0, "outside the time window"
+        members = case.members[:1] + case.members[1:][-(p.compare_members - 1) :]
+        sim = max((text_similarity(fp, m) for _, m in members), default=0.0)
+        if item.lat is not None and item.lon is not None and case.lat is not None and case.lon is not None:
+            d = distance_m(item.lat, item.lon, case.lat, case.lon)
+            if d > p.radius_m:
+                return 0.0, f"{d:.0f} m apart"
+            proximity = 1.0 - d / p.radius_m
+            score = p.proximity_weight * proximity + (1.0 - p.proximity_weight) * sim
+            return score, f"{d:.0f} m apart, text similarity {sim:.2f}"
+        if item.kelurahan_code and item.kelurahan_code == case.kelurahan_code:
+            return sim, f"same kelurahan {item.kelurahan_code}, text similarity {sim:.2f}"
+        return 0.0, "no common place"
+
+    def _candidates(self, item: GroupItem) -> Iterable[CaseRecord]:
+        since = item.at - self.policy.window
+        seen: set[str] = set()
+        if item.lat is not None and item.lon is not None:
+            cy, cx = _cell(item.lat, item.lon)
+            cells = [_cell_key((cy + dy, cx + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            for case in self.store.cases_near(item.category or "", cells, since):
+                if case.case_id not in seen:
+                    seen.add(case.case_id)
+                    yield case
+        if item.kelurahan_code:
+            for case in self.store.cases_in(item.category or "", item.kelurahan_code, since):
+                if case.case_id not in seen:
+                    seen.add(case.case_id)
+                    yield case
+
+    def assign(self, report_like: Any) -> CaseDecision:
+        """The case of one report (a :class:`GroupItem` or a triaged ``Report``); records it in the store."""
+        item = report_like if isinstance(report_like, GroupItem) else GroupItem.from_report(report_like)
+        known = self.store.decision_for(item.report_id)
+        if known is not None:
+            return known
+        p = self.policy
+        fp = fingerprint(item.text)
+        best: tuple[float, CaseRecord, str] | None = None
+        if item.category:
+            for case in self._candidates(item):
+                s, why = self.score(item, fp, case)
+                if s > 0 and (best is None or s > best[0]):
+                    best = (s, case, why)
+        if best is not None and best[0] >= p.join_at:
+            score, case, why = best
+            case.members.append((item.report_id, fp))
+            case.size += 1
+            case.last_at = max(case.last_at, item.at)
+            case.first_at = min(case.first_at, item.at)
+            self.store.put(case, self._cell_of(case))
+            decision = CaseDecision(case.case_id, True, None, round(score, 3), f"joined case ({why})")
+        else:
+            case = CaseRecord(
+                case_id=self.new_case_id(item.report_id),
+                category=item.category or "",
+                first_at=item.at,
+                last_at=item.at,
+                lat=item.lat,
+                lon=item.lon,
+                kelurahan_code=item.kelurahan_code,
+                members=[(item.report_id, fp)],
+            )
+            if item.category:
+                self.store.put(case, self._cell_of(case))
+            if best is not None and best[0] >= p.candidate_at:
+                score, other, why = best
+                why = f"new case, possible duplicate ({why})"
+                decision = CaseDecision(case.case_id, False, other.case_id, round(score, 3), why)
+            else:
+                why = "no category" if not item.category else "no similar open case"
+                score = round(best[0], 3) if best else 0.0
+                decision = CaseDecision(case.case_id, False, None, score, f"new case ({why})")
+        self.store.remember(item.report_id, decision)
+        return decision
+
+    def assign_many(self, items: Iterable[Any]) -> list[CaseDecision]:
+        return [self.assign(i) for i in items]
+
+    @staticmethod
+    def _cell_of(case: CaseRecord) -> str | None:
+        if case.lat is None or case.lon is None:
+            return None
+        return _cell_key(_cell(case.lat, case.lon))
+
+
+def with_policy(index: CaseIndex, **changes: Any) -> CaseIndex:
+    """A fresh index (empty memory store) with some policy values changed; handy for experiments."""
+    return CaseIndex(MemoryCaseStore(), replace(index.policy, **changes))
