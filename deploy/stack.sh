@@ -75,7 +75,7 @@ kafka_start() {
       -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || die "kafka storage format failed ($dir/logs/format.log)"
   fi
   log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
-  nohup java -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 &
+  nohup java -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 9>&- &
   echo $! >"$pidf"
   wait_port "$KAFKA_PORT" 90 kafka
 }
@@ -91,7 +91,7 @@ redis_start() {
   # appendonly: dedup state survives a restart of redis itself.
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --daemonize yes \
     --pidfile "$pidf" --logfile "$dir/redis.log" --appendonly yes --appendfsync everysec \
-    --save "" --protected-mode yes
+    --save "" --protected-mode yes 9>&-
   wait_port "$REDIS_PORT" 20 redis
 }
 
@@ -114,7 +114,7 @@ pg_start() {
   log "starting postgres on 127.0.0.1:$PG_PORT"
   as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 start \
     -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$run -c fsync=on -c max_connections=200" \
-    >/dev/null || die "postgres did not start ($dir/postgres.log)"
+    >/dev/null 9>&- || die "postgres did not start ($dir/postgres.log)"
   head -n 1 "$data/postmaster.pid" >"$dir/postgres.pid"
   if ! PGPASSWORD="$PG_PASSWORD" psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
@@ -169,7 +169,8 @@ cmd="${1:-status}"
 case "$cmd" in
   start)
     mkdir -p "$STACK_DIR"
-    # One starter at a time (make demo and make test may race on a fresh machine).
+    # One starter at a time (make demo and make test may race on a fresh machine); the servers
+    # are started with fd 9 closed so they do not hold the lock after this script ends.
     exec 9>"$STACK_DIR/.lock"; flock 9
     pg_start; redis_start; kafka_start
     status ;;

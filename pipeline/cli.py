@@ -102,6 +102,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return train_main(args)
 
 
+def _cmd_desk_import(args: argparse.Namespace) -> int:
+    from .sources.desk import import_main
+
+    return import_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crm-pipeline",
@@ -132,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["migrate", "show"])
     p.add_argument("--limit", type=int, default=20)
 
+    p = add("desk-import", _cmd_desk_import, "import a CSV of walk-in desk reports (offline desks)")
+    p.add_argument("file", help="CSV file exported from the offline desk (UTF-8, header row)")
+    p.add_argument("--channel", required=True, help="desk channel id, e.g. desk_kelurahan")
+    p.add_argument("--office", required=True, help="Kemendagri code of the office, e.g. 31.71.01.1001")
+    p.add_argument("--officer", required=True, help="officer who took the reports (a per-line column wins)")
+    p.add_argument("--errors-out", help="also write refused lines with their reasons to this CSV")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = add("triage", _cmd_triage, "run normalise → classify → locate → route → group over a CSV, no Kafka")
     p.add_argument("input", help="CSV file of reports")
     p.add_argument("--id-column", required=True)
@@ -150,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .logs import configure
+
+    configure(getattr(args, "loglevel", None) or "info")
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -99,7 +99,13 @@ class Stages:
             **extra,
         )
         DEAD.labels(stage, code).inc()
-        log.warning("dead letter (%s/%s) report_id=%s: %s", stage, code, letter.report_id, reason)
+        log.warning(
+            "dead letter (%s/%s): %s",
+            stage,
+            code,
+            reason,
+            extra={"report_id": letter.report_id, "stage": stage},
+        )
         await self._send_until_confirmed(
             [(self.topics.deadletter, (letter.report_id or letter.raw_sha256).encode(), letter.dumps())]
         )
@@ -163,7 +169,12 @@ class Stages:
             fresh, dups = list(reports), []
         for dup in dups:
             DEDUP_HITS.labels(dup.report.channel, dup.reason.split(":")[0]).inc()
-            log.info("duplicate report_id=%s of %s: %s", dup.report.report_id, dup.duplicate_of, dup.reason)
+            log.info(
+                "duplicate of %s: %s",
+                dup.duplicate_of,
+                dup.reason,
+                extra={"report_id": dup.report.report_id, "channel": dup.report.channel},
+            )
 
         processed = self._triage(fresh)
         records: list[tuple[str, bytes | None, bytes]] = []
