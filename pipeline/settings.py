@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         None, description="URL the SMS provider signs (e.g. https://crm.jakarta.go.id) when behind a proxy"
     )
     sms_gateway_secret: SecretStr = SecretStr("dev-only-sms-gateway-secret")
-    sms_replay_window_s: int = Field(300, ge=10, description="generic SMS gateway: max clock skew of its timestamp")
+    sms_replay_window_s: int = Field(300, ge=10, description="generic SMS gateway: max clock skew")
     desk_credentials: SecretStr = Field(
         SecretStr(
             '{"dev-only-desk-kelurahan": {"office_code": "31.71.01.1001", "office_level": "kelurahan"},'
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
                     ("CRM_FACEBOOK_APP_SECRET", self.facebook_app_secret.get_secret_value()),
                     ("CRM_FACEBOOK_VERIFY_TOKEN", self.facebook_verify_token.get_secret_value()),
                     ("CRM_GOVERNOR_SOCIAL_APP_SECRET", self.governor_social_app_secret.get_secret_value()),
-                    ("CRM_GOVERNOR_SOCIAL_VERIFY_TOKEN", self.governor_social_verify_token.get_secret_value()),
+                    ("CRM_GOVERNOR_SOCIAL_VERIFY_TOKEN", self.governor_social_verify_token.get_secret_value()),  # noqa: E501
                     ("CRM_SMS_TWILIO_AUTH_TOKEN", self.sms_twilio_auth_token.get_secret_value()),
                     ("CRM_SMS_GATEWAY_SECRET", self.sms_gateway_secret.get_secret_value()),
                     ("CRM_DESK_CREDENTIALS", self.desk_credentials.get_secret_value()),

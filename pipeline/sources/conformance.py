@@ -1,0 +1,362 @@
+"""Conformance kit for push-channel adapters: the four promises every channel keeps, as pytest tests.
+
+1. **valid input → envelope on the topic**: a correctly signed request is accepted and its report(s)
+   are on ``<ns>.ingest.<channel>.v1`` as valid envelopes of this channel;
+2. **malformed → dead letter**: a signed but broken request is answered 4xx with a reason, and its raw
+   bytes are on ``<ns>.deadletter.v1`` with the channel, stage ``ingress`` and a code;
+3. **redelivery → no duplicate**: the same request twice yields the same report ids, and (with a worker
+   running) exactly one record per report on ``<ns>.normalised.v1``;
+4. **forged signature → rejected**: a request with a wrong signature or token is answered 401/403 and
+   nothing of it reaches any topic.
+
+Each promise is checked twice: offline, against the adapter as a plain object (fast, no broker), and
+through a running ingress with real HTTP and real Kafka. Use it by subclassing
+:class:`PushConformance` in a test module (pytest collects the ``test_*`` methods) and providing a
+``conformance_target`` fixture that names a running ingress and its broker::
+
+    import pytest
+    from pipeline.sources.conformance import HttpCall, PushConformance, Target
+
+    @pytest.fixture(scope="session")
+    def conformance_target() -> Target:        # e.g. from your own stack fixture
+        return Target(url="http://127.0.0.1:8080", kafka_bootstrap="127.0.0.1:19092", namespace="crm")
+
+    class TestMyChannel(PushConformance):
+        adapter = MyChannelSource                 # the PushSource subclass under test
+
+        def valid(self, nonce: str, base_url: str) -> HttpCall:      # correctly signed; nonce: unique ids
+            ...
+        def malformed(self, nonce: str, base_url: str) -> HttpCall:  # correctly signed, broken content
+            ...
+        def forged(self, nonce: str, base_url: str) -> HttpCall:     # valid(...) with a wrong signature
+            ...
+
+``base_url`` is the ingress the call goes to (for providers that sign the URL, like Twilio).
+Requests must be signed with the same secrets the ingress uses (``settings()`` returns the adapter's
+settings; by default ``Settings(env="test")``, i.e. the development defaults). Set
+``check_downstream = False`` when no worker runs behind the ingress. Without a ``conformance_target``
+fixture only the offline half runs (the rest is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+
+from ..envelope import Report
+from ..settings import Settings
+from ..topics import Topics
+from .base import InboundRequest, PushSource, Rejected
+from .registry import discover
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP request to a push route, usable both over the wire and as an :class:`InboundRequest`."""
+
+    path: str
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+    def full_url(self, base_url: str) -> str:
+        return base_url.rstrip("/") + self.path + (f"?{urlencode(dict(self.query))}" if self.query else "")
+
+    def inbound(self, base_url: str = "http://127.0.0.1") -> InboundRequest:
+        parts = urlsplit(base_url)
+        return InboundRequest(
+            method=self.method,
+            path=self.path,
+            headers=dict(self.headers),
+            query=dict(self.query),
+            body=self.body,
+            remote="127.0.0.1",
+            url=self.full_url(f"{parts.scheme}://{parts.netloc}"),
+        )
+
+    def send(self, base_url: str, timeout: float = 15) -> tuple[int, Any]:
+        """Send it; the status and the decoded JSON answer (or the text, when it is not JSON)."""
+        req = urllib.request.Request(  # noqa: S310 - the URL is the test's own ingress
+            self.full_url(base_url),
+            data=self.body if self.method != "GET" else None,
+            method=self.method,
+            headers=dict(self.headers),
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        try:
+            return status, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return status, raw.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running ingress (with the adapter installed) and the broker and namespace it publishes to."""
+
+    url: str
+    kafka_bootstrap: str
+    namespace: str
+    #: a worker consumes the ingest topics (so the normalised topic can be checked)
+    worker: bool = True
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.namespace)
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 30) -> list[tuple[bytes | None, dict[str, Any]]]:
+    """Every record on ``topic`` up to its end offsets as of now: (key, decoded JSON value)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def _read() -> list[tuple[bytes | None, dict[str, Any]]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions and time.monotonic() < deadline:
+                await consumer._client.force_metadata_update()  # topic created moments ago
+                partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                return []
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            out: list[tuple[bytes | None, dict[str, Any]]] = []
+            while time.monotonic() < deadline:
+                pending = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+                if not pending:
+                    break
+                batch = await consumer.getmany(*pending, timeout_ms=500)
+                for records in batch.values():
+                    out.extend((r.key, orjson.loads(r.value)) for r in records)
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(_read())
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checks as plain functions (for kits in other test frameworks)
+# ----------------------------------------------------------------------------------------------------
+
+
+OFFLINE_BASE = "http://127.0.0.1:8080"
+
+
+def expected_reports(adapter: PushSource, call: HttpCall, base_url: str = OFFLINE_BASE) -> list[Report]:
+    return adapter.parse(call.inbound(base_url)).reports
+
+
+def check_offline(
+    adapter: PushSource,
+    valid: HttpCall,
+    again: HttpCall,
+    malformed: HttpCall,
+    forged: HttpCall,
+    base_url: str = OFFLINE_BASE,
+) -> None:
+    """The four promises against the adapter object alone. ``again`` is ``valid`` built a second time."""
+    adapter.authenticate(valid.inbound(base_url))
+    reports = expected_reports(adapter, valid, base_url)
+    assert reports, "a valid request must produce at least one report"
+    for r in reports:
+        assert r.channel == adapter.channel, f"report channel {r.channel!r} is not {adapter.channel!r}"
+        assert Report.loads(r.dumps()).report_id == r.report_id, "the envelope must survive a round trip"
+    redelivered = expected_reports(adapter, again, base_url)
+    assert [r.report_id for r in redelivered] == [r.report_id for r in reports], (
+        "redelivery changed the report ids"
+    )
+    try:
+        adapter.authenticate(forged.inbound(base_url))
+    except Rejected as exc:
+        assert exc.status in (401, 403), f"a forged request must be 401/403, not {exc.status}"
+    else:
+        raise AssertionError("a forged request was authenticated")
+    adapter.authenticate(malformed.inbound(base_url))  # malformed but authentic: past authentication
+    try:
+        adapter.parse(malformed.inbound(base_url))
+    except Rejected as exc:
+        assert 400 <= exc.status < 500 and exc.reason, "a malformed request needs a 4xx status and a reason"
+    else:
+        raise AssertionError("a malformed request was parsed into reports")
+
+
+def check_valid(target: Target, adapter: PushSource, call: HttpCall, timeout: float = 30) -> list[str]:
+    ids = [r.report_id for r in expected_reports(adapter, call, target.url)]
+    status, answer = call.send(target.url)
+    assert 200 <= status < 300, f"valid request answered {status}: {answer}"
+    topic = target.topics.ingest(adapter.channel)
+
+    def landed() -> list[dict[str, Any]]:
+        found = {
+            v["report_id"]: v
+            for k, v in read_to_end(target.kafka_bootstrap, topic)
+            if k and k.decode() in ids
+        }
+        return list(found.values()) if set(found) == set(ids) else []
+
+    for envelope in wait_for(landed, timeout, f"{len(ids)} envelope(s) on {topic}"):
+        report = Report.model_validate(envelope)
+        assert report.channel == adapter.channel and report.raw_ref is not None
+    return ids
+
+
+def check_malformed(
+    target: Target, adapter: PushSource, call: HttpCall, timeout: float = 30
+) -> dict[str, Any]:
+    status, answer = call.send(target.url)
+    assert 400 <= status < 500, f"malformed request answered {status}: {answer}"
+    sha = hashlib.sha256(call.body).hexdigest()
+
+    def letter() -> dict[str, Any] | None:
+        for _, v in read_to_end(target.kafka_bootstrap, target.topics.deadletter):
+            if v.get("raw_sha256") == sha and v.get("channel") == adapter.channel:
+                return v
+        return None
+
+    found = wait_for(letter, timeout, "the dead letter")
+    assert found["stage"] == "ingress" and found["code"] and found["reason"]
+    assert base64.b64decode(found["raw_b64"]) == call.body[: len(base64.b64decode(found["raw_b64"]))]
+    return found
+
+
+def check_redelivery(
+    target: Target, adapter: PushSource, call: HttpCall, downstream: bool = True, timeout: float = 60
+) -> None:
+    ids = check_valid(target, adapter, call)
+    status, answer = call.send(target.url)
+    assert 200 <= status < 300, f"redelivery answered {status}: {answer}"
+    if not (downstream and target.worker):
+        return
+
+    def normalised() -> list[str]:
+        return [
+            v["report_id"]
+            for _, v in read_to_end(target.kafka_bootstrap, target.topics.normalised)
+            if v.get("report_id") in ids
+        ]
+
+    wait_for(lambda: set(normalised()) == set(ids), timeout, "the report(s) on the normalised topic")
+    time.sleep(3)  # time for the redelivered copy to come through, were it not dropped
+    seen = normalised()
+    assert sorted(seen) == sorted(ids), f"redelivery produced duplicates downstream: {seen}"
+
+
+def check_forged(target: Target, adapter: PushSource, forged: HttpCall, ids: list[str]) -> None:
+    """``ids``: the report ids the request would have had if it were authentic."""
+    status, answer = forged.send(target.url)
+    assert status in (401, 403), f"forged request answered {status}: {answer}"
+    # The ingress publishes before it answers, so whatever it published is on the topic by now.
+    keys = {
+        k.decode() for k, _ in read_to_end(target.kafka_bootstrap, target.topics.ingest(adapter.channel)) if k
+    }
+    assert not keys & set(ids), "a forged request reached the ingest topic"
+    sha = hashlib.sha256(forged.body).hexdigest()
+    letters = read_to_end(target.kafka_bootstrap, target.topics.deadletter)
+    assert not [v for _, v in letters if v.get("raw_sha256") == sha], "a forged request was dead-lettered"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The pytest base class
+# ----------------------------------------------------------------------------------------------------
+
+
+class PushConformance:
+    """Subclass as ``Test<Channel>Conformance``; implement ``valid``, ``malformed`` and ``forged``."""
+
+    adapter: ClassVar[type[PushSource]]
+    #: check the normalised topic for duplicates (needs a worker behind the ingress)
+    check_downstream: ClassVar[bool] = True
+
+    # -- to implement --------------------------------------------------------------------------------
+    def valid(self, nonce: str, base_url: str) -> HttpCall:
+        """A correctly signed request; ``nonce`` makes its ids unique, ``base_url`` is where it goes."""
+        raise NotImplementedError
+
+    def malformed(self, nonce: str, base_url: str) -> HttpCall:
+        """Correctly signed, broken content."""
+        raise NotImplementedError
+
+    def forged(self, nonce: str, base_url: str) -> HttpCall:
+        """``valid(nonce, base_url)`` with a wrong signature or token."""
+        raise NotImplementedError
+
+    def settings(self) -> Settings:
+        return Settings(env="test")
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def source(self) -> PushSource:
+        return self.adapter(self.settings())
+
+    @staticmethod
+    def nonce() -> str:
+        return uuid.uuid4().hex[:12]
+
+    @staticmethod
+    def _target(request: Any) -> Target:
+        import pytest
+
+        try:
+            return request.getfixturevalue("conformance_target")
+        except pytest.FixtureLookupError:
+            pytest.skip("no conformance_target fixture: only the offline conformance checks run")
+
+    # -- offline ---------------------------------------------------------------------------------------
+    def test_conformance_registered_as_entry_point(self) -> None:
+        found = discover().get(self.adapter.channel)
+        assert found is self.adapter, f"channel {self.adapter.channel!r} is registered as {found!r}"
+        assert self.adapter.route.startswith("/"), "a push adapter names an absolute route"
+
+    def test_conformance_offline(self) -> None:
+        n, b = self.nonce(), OFFLINE_BASE
+        check_offline(
+            self.source(), self.valid(n, b), self.valid(n, b), self.malformed(n, b), self.forged(n, b), b
+        )
+
+    # -- through the ingress and Kafka -----------------------------------------------------------------
+    def test_conformance_valid_input_lands_on_ingest_topic(self, request: Any) -> None:
+        t = self._target(request)
+        check_valid(t, self.source(), self.valid(self.nonce(), t.url))
+
+    def test_conformance_malformed_input_is_dead_lettered(self, request: Any) -> None:
+        t = self._target(request)
+        check_malformed(t, self.source(), self.malformed(self.nonce(), t.url))
+
+    def test_conformance_redelivery_is_not_duplicated(self, request: Any) -> None:
+        t = self._target(request)
+        check_redelivery(t, self.source(), self.valid(self.nonce(), t.url), self.check_downstream)
+
+    def test_conformance_forged_request_is_rejected(self, request: Any) -> None:
+        t, n = self._target(request), self.nonce()
+        ids = [r.report_id for r in expected_reports(self.source(), self.valid(n, t.url), t.url)]
+        check_forged(t, self.source(), self.forged(n, t.url), ids)
