@@ -1,15 +1,16 @@
 """Grouping repeated reports into cases: pure scoring plus a small store protocol.
 
 A report joins an existing case when it has the **same category**, falls **within the time window**
-(:attr:`GroupingPolicy.window`, 30 days by default, measured from the case's latest report) and is
+(:attr:`GroupingPolicy.window`, 60 days by default, measured from the case's latest report) and is
 
 * **with coordinates on both sides**: near (within :attr:`GroupingPolicy.radius_m`, 300 m) — the score
-  mixes proximity and text similarity, so two different potholes 250 m apart stay apart unless their
-  texts agree;
-* **otherwise**: in the **same kelurahan** with **similar text** — Jaccard similarity of content-word
-  stems and of character 4-gram shingles of the normalised text.
+  mixes proximity (60 %) and text similarity (40 %), so two different potholes 200 m apart stay apart
+  unless their texts agree; joins at :attr:`GroupingPolicy.join_at`;
+* **otherwise**: in the **same kelurahan** with **similar text** — the mean Jaccard similarity of content
+  words and of character 4-gram shingles of the normalised text; joins at
+  :attr:`GroupingPolicy.join_at_text`.
 
-Scores between :attr:`GroupingPolicy.candidate_at` and :attr:`GroupingPolicy.join_at` do not merge: the
+Scores from :attr:`GroupingPolicy.candidate_at` up to the join threshold do not merge: the
 report opens its own case and is marked a duplicate *candidate* of the best match, for a person to
 confirm (as Mark-a-Spot and FixMyStreet do). Re-assigning a report already seen returns the same decision
 (redelivery is harmless).
@@ -30,24 +31,26 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
-from .normalise import stem
-
 #: Namespace of case ids: a case is named after the report that opened it.
 CASE_ID_NAMESPACE = uuid.UUID("0b8a6d43-57a4-5f0e-9b51-3c1a1f0e6c08")
 
 _CELL_DEG = 0.0045  # about 500 m
+_MAX_SHINGLED = 600  # characters of a text that are shingled (the start of a complaint says what it is)
 
 
 @dataclass(frozen=True, slots=True)
 class GroupingPolicy:
-    window: timedelta = timedelta(days=30)
+    #: a case stays open this long after its latest report (re-filed complaints come weeks apart)
+    window: timedelta = timedelta(days=60)
     radius_m: float = 300.0
-    join_at: float = 0.7
-    candidate_at: float = 0.4
-    #: with coordinates: weight of proximity (the rest is text similarity)
-    proximity_weight: float = 0.5
+    #: with coordinates: score = proximity_weight · (1 - distance/radius) + (1 - proximity_weight) · text
+    proximity_weight: float = 0.6
+    join_at: float = 0.6
+    #: without coordinates the score is text similarity alone (same kelurahan required)
+    join_at_text: float = 0.5
+    candidate_at: float = 0.3
     #: members of a case whose texts a new report is compared with (the first and the latest ones)
-    compare_members: int = 4
+    compare_members: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,21 @@ class Fingerprint:
     shingles: frozenset[str]
 
 
+class _LazyFingerprint:
+    """A text's fingerprint, computed the first time a comparison needs it."""
+
+    __slots__ = ("_fp", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._fp: Fingerprint | None = None
+
+    def get(self) -> Fingerprint:
+        if self._fp is None:
+            self._fp = fingerprint(self.text)
+        return self._fp
+
+
 @dataclass
 class CaseRecord:
     case_id: str
@@ -102,7 +120,7 @@ class CaseRecord:
     lat: float | None
     lon: float | None
     kelurahan_code: str | None
-    members: list[tuple[str, Fingerprint]] = field(default_factory=list)  # (report_id, fingerprint)
+    members: list[tuple[str, _LazyFingerprint]] = field(default_factory=list)  # (report_id, fingerprint)
     size: int = 1
 
 
@@ -178,13 +196,12 @@ def _stopwords() -> frozenset[str]:
 
 
 def fingerprint(text: str) -> Fingerprint:
-    """Content-word stems and character 4-gram shingles of a normalised text."""
+    """Content words and character 4-gram shingles (these also catch affixes and typos) of a text."""
     stop = _stopwords()
     words = [w for w in text.split() if w not in stop and not w.startswith("[")]
-    stems = frozenset(stem(w) for w in words)
-    joined = " ".join(words)
-    shingles = frozenset(joined[i : i + 4] for i in range(max(1, len(joined) - 3))) if joined else frozenset()
-    return Fingerprint(stems, shingles)
+    joined = " ".join(words)[:_MAX_SHINGLED]
+    shingles = frozenset({joined[i : i + 4] for i in range(max(1, len(joined) - 3))} if joined else ())
+    return Fingerprint(frozenset(words), shingles)
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -195,7 +212,7 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 def text_similarity(a: Fingerprint, b: Fingerprint) -> float:
-    """Mean of the word-stem and character-shingle Jaccard similarities, in [0, 1]."""
+    """Mean of the word and character-shingle Jaccard similarities, in [0, 1]."""
     return 0.5 * _jaccard(a.words, b.words) + 0.5 * _jaccard(a.shingles, b.shingles)
 
 
@@ -229,25 +246,30 @@ class CaseIndex:
     def new_case_id(report_id: str) -> str:
         return f"case-{uuid.uuid5(CASE_ID_NAMESPACE, report_id)}"
 
-    def score(self, item: GroupItem, fp: Fingerprint, case: CaseRecord) -> tuple[float, str]:
+    def score(
+        self, item: GroupItem, fp: _LazyFingerprint | Fingerprint, case: CaseRecord
+    ) -> tuple[float, str]:
         """Score of ``item`` against ``case`` in [0, 1] and a short explanation; 0 when not comparable."""
         p = self.policy
         if item.category != case.category:
             return 0.0, "other category"
         if abs(item.at - case.last_at) > p.window and abs(item.at - case.first_at) > p.window:
             return 0.0, "outside the time window"
-        members = case.members[:1] + case.members[1:][-(p.compare_members - 1) :]
-        sim = max((text_similarity(fp, m) for _, m in members), default=0.0)
-        if item.lat is not None and item.lon is not None and case.lat is not None and case.lon is not None:
-            d = distance_m(item.lat, item.lon, case.lat, case.lon)
+        has_coords = self._has_coords(item, case)
+        if has_coords:
+            d = distance_m(item.lat, item.lon, case.lat, case.lon)  # type: ignore[arg-type]
             if d > p.radius_m:
                 return 0.0, f"{d:.0f} m apart"
+        elif not (item.kelurahan_code and item.kelurahan_code == case.kelurahan_code):
+            return 0.0, "no common place"
+        mine = fp.get() if isinstance(fp, _LazyFingerprint) else fp
+        members = case.members[:1] + case.members[1:][-(p.compare_members - 1) :]
+        sim = max((text_similarity(mine, m.get()) for _, m in members), default=0.0)
+        if has_coords:
             proximity = 1.0 - d / p.radius_m
             score = p.proximity_weight * proximity + (1.0 - p.proximity_weight) * sim
             return score, f"{d:.0f} m apart, text similarity {sim:.2f}"
-        if item.kelurahan_code and item.kelurahan_code == case.kelurahan_code:
-            return sim, f"same kelurahan {item.kelurahan_code}, text similarity {sim:.2f}"
-        return 0.0, "no common place"
+        return sim, f"same kelurahan {item.kelurahan_code}, text similarity {sim:.2f}"
 
     def _candidates(self, item: GroupItem) -> Iterable[CaseRecord]:
         since = item.at - self.policy.window
@@ -272,14 +294,14 @@ class CaseIndex:
         if known is not None:
             return known
         p = self.policy
-        fp = fingerprint(item.text)
+        fp = _LazyFingerprint(item.text)
         best: tuple[float, CaseRecord, str] | None = None
         if item.category:
             for case in self._candidates(item):
                 s, why = self.score(item, fp, case)
                 if s > 0 and (best is None or s > best[0]):
                     best = (s, case, why)
-        if best is not None and best[0] >= p.join_at:
+        if best is not None and best[0] >= (p.join_at if self._has_coords(item, best[1]) else p.join_at_text):
             score, case, why = best
             case.members.append((item.report_id, fp))
             case.size += 1
@@ -310,6 +332,10 @@ class CaseIndex:
                 decision = CaseDecision(case.case_id, False, None, score, f"new case ({why})")
         self.store.remember(item.report_id, decision)
         return decision
+
+    @staticmethod
+    def _has_coords(item: GroupItem, case: CaseRecord) -> bool:
+        return None not in (item.lat, item.lon, case.lat, case.lon)
 
     def assign_many(self, items: Iterable[Any]) -> list[CaseDecision]:
         return [self.assign(i) for i in items]
