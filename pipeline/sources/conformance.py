@@ -31,7 +31,9 @@ through a running ingress with real HTTP and real Kafka. Use it by subclassing
         def forged(self, nonce: str, base_url: str) -> HttpCall:     # valid(...) with a wrong signature
             ...
 
-``base_url`` is the ingress the call goes to (for providers that sign the URL, like Twilio).
+Put the nonce in the text too: the worker drops the same sender sending the same text within
+``CRM_DEDUP_TEXT_WINDOW_S``, which would look like a lost report. ``base_url`` is the ingress the
+call goes to (for providers that sign the URL, like Twilio).
 Requests must be signed with the same secrets the ingress uses (``settings()`` returns the adapter's
 settings; by default ``Settings(env="test")``, i.e. the development defaults). Set
 ``check_downstream = False`` when no worker runs behind the ingress. Without a ``conformance_target``
