@@ -77,6 +77,18 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_poll(args: argparse.Namespace) -> int:
+    from .sources.poller import poll_main
+
+    return poll_main(args.channel, once=args.once)
+
+
+def _cmd_smtp(args: argparse.Namespace) -> int:
+    from .sources.email import smtp_main
+
+    return smtp_main(args.host, args.port)
+
+
 def _cmd_store(args: argparse.Namespace) -> int:
     from .settings import get_settings
     from .sinks.postgres import migrate, show_reports
@@ -133,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("channels", _cmd_channels, "list the registered channel adapters (id, push/poll, topic)")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line each")
+
+    p = add("poll", _cmd_poll, "run the poll channels (twitter, lapor1708, ...) on their intervals")
+    p.add_argument("--channel", action="append", help="only this channel (repeatable; default: all)")
+    p.add_argument("--once", action="store_true", help="poll each channel until caught up, then exit")
+
+    p = add("smtp", _cmd_smtp, "serve the inbound SMTP gateway of the email channel")
+    p.add_argument("--host", default=None, help="bind address (default CRM_EMAIL_SMTP_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default CRM_EMAIL_SMTP_PORT)")
 
     p = add("store", _cmd_store, "CRM store: apply migrations or show the latest reports")
     p.add_argument("action", choices=["migrate", "show"])
