@@ -109,8 +109,14 @@ def item(n: int, base: int, **overrides: Any) -> dict[str, Any]:
         "is_anonymous": False,
         "is_confidential": n % 2 == 1,
         "reporter": {"id": f"u-{base + n}", "name": "Budi", "email": f"budi{n}@example.com", "phone": None},
-        "attachments": [{"url": f"https://lapor.example/f/{n}.jpg", "file_name": f"{n}.jpg",
-                         "mime_type": "image/jpeg", "size": 2048}],
+        "attachments": [
+            {
+                "url": f"https://lapor.example/f/{n}.jpg",
+                "file_name": f"{n}.jpg",
+                "mime_type": "image/jpeg",
+                "size": 2048,
+            }
+        ],
     }
     data.update(overrides)
     return data
@@ -139,7 +145,9 @@ def cursor(settings: Settings) -> str | None:
 
 
 def ingest(iso, settings: Settings, n: int, timeout: float = 15) -> list[dict]:
-    return read_topic(iso, Topics(settings.topic_namespace).ingest("lapor1708"), min_records=n, timeout=timeout)
+    return read_topic(
+        iso, Topics(settings.topic_namespace).ingest("lapor1708"), min_records=n, timeout=timeout
+    )
 
 
 def letters(iso, settings: Settings, n: int, timeout: float = 15) -> list[dict]:
@@ -161,7 +169,9 @@ def test_forwarded_reports_become_envelopes_and_the_cursor_follows(iso, space):
     assert r["contact"]["email"] == "budi1@example.com" and r["attachments"][0]["name"] == "1.jpg"
     assert r["source_at"].startswith("2024-03-01T01:01:00")  # WIB → UTC
     raw = read_topic(iso, Topics(space.topic_namespace).raw, min_records=3)
-    assert any(x.get("id") == 9001 and x["tracking_id"] == "LPR-9001" for x in raw)  # the item as LAPOR! sent it
+    assert any(
+        x.get("id") == 9001 and x["tracking_id"] == "LPR-9001" for x in raw
+    )  # the item as LAPOR! sent it
     assert orjson.loads(cursor(space)) == {"updated_at": "2024-03-02T10:03:00+07:00", "id": "9003"}
     # The second request carried the cursor of the first page.
     assert fake.requests[1]["after_id"] == "9002" and fake.requests[1]["limit"] == "2"
@@ -199,7 +209,9 @@ def test_bad_json_page_is_dead_lettered_and_the_cursor_does_not_move(iso, space)
         second = poll_once(space, api)  # the API recovered: the same item comes, nothing was skipped
     assert second[-1].published == 1
     [letter] = letters(iso, space, 1)
-    assert letter["channel"] == "lapor1708" and letter["stage"] == "poll" and letter["code"] == "malformed_json"
+    assert (
+        letter["channel"] == "lapor1708" and letter["stage"] == "poll" and letter["code"] == "malformed_json"
+    )
     assert "LAPOR! page" in letter["reason"]
     assert base64.b64decode(letter["raw_b64"]) == b'{"data": [{"id": 9301, "content": "Banjir'
     assert [r["provider_id"] for r in ingest(iso, space, 1)] == ["9301"]
@@ -216,4 +228,6 @@ def test_one_bad_item_is_dead_lettered_and_the_others_go_through(iso, space):
     assert set(found) == {"missing_text", "bad_attachments"}
     assert "9402" in found["missing_text"]["reason"]
     assert orjson.loads(base64.b64decode(found["missing_text"]["raw_b64"]))["id"] == 9402
-    assert orjson.loads(cursor(space))["id"] == "9404"  # moved past the bad ones: they are in the dead letters
+    assert (
+        orjson.loads(cursor(space))["id"] == "9404"
+    )  # moved past the bad ones: they are in the dead letters

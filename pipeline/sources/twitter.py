@@ -124,7 +124,10 @@ class TwitterSource(PollSource):
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> _Page:
         try:
             resp = await fn(*args, **kwargs)
-            body = await resp.read()
+            # tweepy read the body before releasing the response; text() returns it (read() would not)
+            body = (await resp.text(encoding="utf-8", errors="surrogateescape")).encode(
+                "utf-8", "surrogateescape"
+            )
         except tweepy.TooManyRequests as exc:
             reset = float(exc.reset_time) if exc.reset_time else time.time() + self.interval_s
             raise _Interrupted(retry_at=reset) from None
