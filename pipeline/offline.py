@@ -136,7 +136,7 @@ def triage_main(args: argparse.Namespace) -> int:
         fh.close()
         return _fail(f"{args.out}: cannot write: {exc.strerror or exc}")
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     n = skipped = 0
     received = utcnow()
     anonymous = Reporter(id="anonymous")
@@ -179,11 +179,13 @@ def triage_main(args: argparse.Namespace) -> int:
                 flush()
     except InputError as exc:
         return _fail(str(exc))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     rate = n / elapsed if elapsed > 0 else 0.0
+    cpu_rate = n / cpu if cpu > 0 else 0.0
     note = f", {skipped} with empty text left for a person" if skipped else ""
     print(
-        f"triaged {n} reports in {elapsed:.2f}s ({rate:,.0f}/s) with {classifier.name}{note} → {args.out}",
+        f"triaged {n} reports in {elapsed:.2f}s ({rate:,.0f}/s; {cpu_rate:,.0f}/s of CPU time) "
+        f"with {classifier.name}{note} → {args.out}",
         file=sys.stderr,
     )
     return EXIT_OK

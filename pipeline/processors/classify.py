@@ -5,9 +5,10 @@ Contract every classifier keeps: ``classify(texts)`` takes a batch of normalised
 order. Batches, because vectorising a batch is where speed is.
 
 * :class:`LexiconClassifier` — the default, shipped with the project, needs no training: a weighted
-  keyword lexicon (``pipeline/data/lexicon.v1.json``, ops-editable) over the words, the PySastrawi stems
-  and the 2-/3-word phrases of the text. Category = the highest score; confidence in [0, 1] grows with
-  the score and with its margin over the runner-up.
+  keyword lexicon (``pipeline/data/lexicon.v1.json``, ops-editable) over the words, their root forms
+  (``menumpuk`` → ``tumpuk``, from the affixed forms of every lexicon word) and the phrases of the text.
+  Category = the highest score; confidence in [0, 1] grows with the score and with its margin over the
+  runner-up.
 * :class:`TrainedClassifier` — scikit-learn: TF-IDF of word 1–2-grams and character 2–5-grams plus the
   lexicon's scores as extra features, a linear SVM, probabilities calibrated by cross-validation
   (sigmoid); confidence = the calibrated probability of the predicted label. :func:`train` fits one;
@@ -29,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from .normalise import stem
+from .normalise import affixed_forms, root_words
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 LEXICON_PATH = DATA_DIR / "lexicon.v1.json"
@@ -75,6 +76,15 @@ class LexiconClassifier:
                     continue
                 self._max_n = max(self._max_n, len(words))
                 self._index.setdefault(" ".join(words), []).append((ci, float(weight)))
+        # Root form of every inflected/derived form of the lexicon's words (menumpuk → tumpuk,
+        # pemangkasan → pangkas): matching needs no stemmer at run time.
+        self._roots: dict[str, str] = {}
+        # A form that is a dictionary word of its own (sekali, pejalan) is not read as an affixed root.
+        words_of_their_own = root_words()
+        for word in sorted({w for t in self._index for w in t.split()}, key=len):
+            for form in affixed_forms(word):
+                if form != word and form not in words_of_their_own:
+                    self._roots.setdefault(form, word)
         #: first words of the multi-word terms: only there can a phrase start
         self._starts = frozenset(t.split()[0] for t in self._index if " " in t)
         if name:
@@ -90,13 +100,17 @@ class LexiconClassifier:
 
     def _matched_terms(self, text: str) -> set[str]:
         toks = text.split()
-        stems = [stem(t) for t in toks]
+        roots = self._roots
+        stems = [roots.get(t, t) for t in toks]
         index = self._index
         starts = self._starts
         max_n = self._max_n
         matched = {t for t in toks if t in index}
-        matched.update(t for t in stems if t in index)
-        for seq in (toks, stems) if stems != toks else (toks,):
+        seqs = [toks]
+        if stems != toks:
+            matched.update(t for t in stems if t in index)
+            seqs.append(stems)
+        for seq in seqs:
             n = len(seq)
             for i, first in enumerate(seq):
                 if first in starts:
@@ -115,15 +129,23 @@ class LexiconClassifier:
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
         out: list[Classification] = []
+        index, categories = self._index, self.categories
         for text in texts:
-            scores = self.scores(text)
-            best = max(range(len(scores)), key=scores.__getitem__)
-            top = scores[best]
+            scores: dict[int, float] = {}
+            for term in self._matched_terms(text):
+                for ci, w in index[term]:
+                    scores[ci] = scores.get(ci, 0.0) + w
+            if not scores:
+                out.append(Classification(None, 0.0))
+                continue
+            # highest score wins; ties go to the category first in alphabetical order
+            ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+            top = ranked[0][1]
             if top <= 0:
                 out.append(Classification(None, 0.0))
                 continue
-            second = max((s for i, s in enumerate(scores) if i != best), default=0.0)
-            out.append(Classification(self.categories[best], self.confidence(top, second)))
+            second = ranked[1][1] if len(ranked) > 1 else 0.0
+            out.append(Classification(categories[ranked[0][0]], self.confidence(top, max(second, 0.0))))
         return out
 
 
@@ -284,7 +306,7 @@ def load_model(path: str | Path) -> TrainedClassifier:
         raise ModelFileError(f"{path}: not a {MODEL_FORMAT} file")
     if doc.get("version") != MODEL_FORMAT_VERSION:
         found = doc.get("version")
-        raise ModelFileError(f"{path}: model format version {found}; this pipeline reads {MODEL_FORMAT_VERSION}")
+        raise ModelFileError(f"{path}: format version {found}; this pipeline reads {MODEL_FORMAT_VERSION}")
     meta = doc.get("meta", {})
     if meta.get("sklearn_version") not in (None, sklearn.__version__):
         warnings.warn(

@@ -23,7 +23,6 @@ store only needs the same five methods (sets per bucket, a hash per case).
 from __future__ import annotations
 
 import math
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,10 +30,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
-#: Namespace of case ids: a case is named after the report that opened it.
-CASE_ID_NAMESPACE = uuid.UUID("0b8a6d43-57a4-5f0e-9b51-3c1a1f0e6c08")
-
 _CELL_DEG = 0.0045  # about 500 m
+_SHINGLE_FLOOR = 0.08  # word Jaccard below which shingles are not worth computing
 _MAX_SHINGLED = 600  # characters of a text that are shingled (the start of a complaint says what it is)
 
 
@@ -90,10 +87,22 @@ class CaseDecision:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
 class Fingerprint:
-    words: frozenset[str]
-    shingles: frozenset[str]
+    """Content words of a text and (computed when first needed) its character 4-gram shingles."""
+
+    __slots__ = ("_joined", "_shingles", "words")
+
+    def __init__(self, words: frozenset[str], joined: str) -> None:
+        self.words = words
+        self._joined = joined
+        self._shingles: frozenset[str] | None = None
+
+    @property
+    def shingles(self) -> frozenset[str]:
+        if self._shingles is None:
+            j = self._joined
+            self._shingles = frozenset({j[i : i + 4] for i in range(max(1, len(j) - 3))} if j else ())
+        return self._shingles
 
 
 class _LazyFingerprint:
@@ -199,9 +208,7 @@ def fingerprint(text: str) -> Fingerprint:
     """Content words and character 4-gram shingles (these also catch affixes and typos) of a text."""
     stop = _stopwords()
     words = [w for w in text.split() if w not in stop and not w.startswith("[")]
-    joined = " ".join(words)[:_MAX_SHINGLED]
-    shingles = frozenset({joined[i : i + 4] for i in range(max(1, len(joined) - 3))} if joined else ())
-    return Fingerprint(frozenset(words), shingles)
+    return Fingerprint(frozenset(words), " ".join(words)[:_MAX_SHINGLED])
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -212,8 +219,15 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 def text_similarity(a: Fingerprint, b: Fingerprint) -> float:
-    """Mean of the word and character-shingle Jaccard similarities, in [0, 1]."""
-    return 0.5 * _jaccard(a.words, b.words) + 0.5 * _jaccard(a.shingles, b.shingles)
+    """Mean of the word and character-shingle Jaccard similarities, in [0, 1].
+
+    Texts that share almost no content word (Jaccard below :data:`_SHINGLE_FLOOR`) are not compared
+    character by character: their similarity is half their word Jaccard.
+    """
+    words = _jaccard(a.words, b.words)
+    if words < _SHINGLE_FLOOR:
+        return 0.5 * words
+    return 0.5 * words + 0.5 * _jaccard(a.shingles, b.shingles)
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -244,7 +258,7 @@ class CaseIndex:
 
     @staticmethod
     def new_case_id(report_id: str) -> str:
-        return f"case-{uuid.uuid5(CASE_ID_NAMESPACE, report_id)}"
+        return f"case-{report_id}"
 
     def score(
         self, item: GroupItem, fp: _LazyFingerprint | Fingerprint, case: CaseRecord

@@ -15,7 +15,8 @@ Three functions, all pure:
   penerangan jalan umum, pkl → pedagang kaki lima, gg → gang, …) take precedence over the general slang
   table of the indoNLP package (MIT; ``yg`` → yang, ``blm`` → belum, …).
 
-:func:`stem` (PySastrawi, cached per word) is exported for the lexicon classifier.
+:func:`affixed_forms` generates the inflected forms of a root (the lexicon classifier maps them back, so
+no stemmer runs per report); :func:`stem` (PySastrawi, cached) is there for callers that need a full one.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ import html
 import re
 from functools import lru_cache
 
-_WS = re.compile(r"\s+")
-_REPEAT = re.compile(r"([^\W\d_]|[^\w\s])\1{2,}")  # letters and punctuation, never digits
+_REPEAT = re.compile(r"([^\d\s])\1\1+")  # letters and punctuation, never digits ("2.000.000")
 _TAG = re.compile(r"<(?:[a-zA-Z/!][^<>]{0,200})>")
 _URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
 
@@ -33,14 +33,14 @@ _URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
 
 _EMAIL = re.compile(r"(?i)(?<![\w.+-])[a-z0-9][a-z0-9._%+-]*@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b")
 # NIK / KK: 16 digits, contiguous or in groups of 4-4-4-4 or 6-6-4.
-_NIK = re.compile(r"(?<![\d+])(?:\d{16}|\d{4}[ .-]\d{4}[ .-]\d{4}[ .-]\d{4}|\d{6}[ .-]\d{6}[ .-]\d{4})(?!\d)")
+_NIK = re.compile(r"(?<![\d+])\d{4}(?:\d{12}|[ .-]\d{4}[ .-]\d{4}[ .-]\d{4}|\d{2}[ .-]\d{6}[ .-]\d{4})(?!\d)")
 # Phone numbers: an Indonesian prefix (+62, 62, 0) then a mobile (8xx) or area code, then digit groups.
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+\s?62|62|\(0\d{1,3}\)|0)[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,5}){1,4}(?!\d)"
 )
 
 
-_DIGIT_RUN = re.compile(r"\d{3}")  # cheap pre-check: no three digits in a row, no number to mask
+_DIGIT_RUN = re.compile(r"\d{4}")  # cheap pre-check: every number we mask has four digits in a row
 
 
 def _phone_sub(match: re.Match[str]) -> str:
@@ -84,7 +84,7 @@ def clean(text: str) -> str:
     if "<" in text:
         text = _TAG.sub(" ", text)
     text = _REPEAT.sub(r"\1\1", text)
-    return _WS.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 # --- informal Indonesian ---------------------------------------------------------------------------
@@ -295,7 +295,16 @@ def stem(word: str) -> str:
     return _stemmer().stem(word) or word
 
 
-@lru_cache(maxsize=200_000)
+_TOKEN_CACHE: dict[str, str] = {}
+_PREFIXES = ("di", "me", "mem", "men", "meng", "nge", "ke", "ter", "ber", "pe", "pen", "per")
+
+
+def _affixed_known(word: str) -> bool:
+    """A dictionary root behind a common prefix (dibersih → bersih), without running the stemmer."""
+    vocab = _vocabulary()
+    return any(word.startswith(p) and word[len(p) :] in vocab for p in _PREFIXES if len(word) - len(p) >= 3)
+
+
 def _normalise_token(token: str) -> str:
     table = _slang_table()
     if token in table:
@@ -310,13 +319,13 @@ def _normalise_token(token: str) -> str:
         single = _DOUBLE.sub(r"\1", token)
         if single in table:
             return table[single]
-        if single in vocab or (stem(single) in vocab and stem(single) != single):
+        if single in vocab or _affixed_known(single):
             return single
     # Jakarta colloquial verbs: dibersihin → dibersihkan, benerin → benarkan (via the slang table).
     if len(token) > 5 and token.endswith("in"):
         base = token[:-2]
         base = table.get(base, base)
-        if " " not in base and (base in vocab or stem(base) in vocab):
+        if " " not in base and (base in vocab or _affixed_known(base)):
             return base + "kan"
     return token
 
@@ -330,10 +339,72 @@ def normalise(text: str) -> str:
         text = _REDUP_DIGIT.sub(r"\1", text)
     if "-" in text:
         text = _REDUP_HYPHEN.sub(r"\1", text)
-    return " ".join(_normalise_token(t) for t in _TOKEN.findall(text))
+    cache = _TOKEN_CACHE
+    if len(cache) > 300_000:
+        cache.clear()
+    out = []
+    for t in _TOKEN.findall(text):
+        n = cache.get(t)
+        if n is None:
+            n = cache[t] = _normalise_token(t)
+        out.append(n)
+    return " ".join(out)
+
+
+_SUFFIXES = ("", "kan", "an", "i", "nya", "lah", "kannya", "annya", "inya", "in", "innya")
+_VOWELS = frozenset("aeiou")
+
+
+def _nasal(prefix: str, root: str) -> list[str]:
+    """meN-/peN- + root with the nasal assimilation of standard Indonesian (and colloquial nge-)."""
+    head = root[0]
+    forms = []
+    if head in _VOWELS:
+        forms += [f"{prefix}ng{root}", f"ng{root}"]
+    elif head in "bfv":
+        forms.append(f"{prefix}m{root}")
+    elif head == "p":
+        forms += [f"{prefix}m{root[1:]}", f"{prefix}m{root}"]
+    elif head in "cdjz":
+        forms.append(f"{prefix}n{root}")
+    elif head == "t":
+        forms += [f"{prefix}n{root[1:]}", f"{prefix}n{root}", f"n{root[1:]}"]
+    elif head == "s":
+        forms += [f"{prefix}ny{root[1:]}", f"{prefix}n{root}", f"ny{root[1:]}"]
+    elif head == "k":
+        forms += [f"{prefix}ng{root[1:]}", f"{prefix}ng{root}", f"ng{root[1:]}"]
+    elif head in "gh":
+        forms.append(f"{prefix}ng{root}")
+    else:  # l, m, n, r, w, y
+        forms.append(f"{prefix}{root}")
+    forms += [f"{prefix}nge{root}", f"nge{root}"]
+    return forms
+
+
+@lru_cache(maxsize=20_000)
+def affixed_forms(root: str) -> frozenset[str]:
+    """Inflected and derived forms of an Indonesian root: ``tumpuk`` → menumpuk, tertumpuk, tumpukan, ….
+
+    Used in reverse (form → root) so the lexicon classifier needs no stemmer at run time; it
+    over-generates a little, which is harmless for matching.
+    """
+    if len(root) < 3 or not root.isalpha():
+        return frozenset({root})
+    stems = {root, "di" + root, "ter" + root, "ber" + root, "be" + root, "ke" + root, "se" + root,
+             "per" + root, "diper" + root, "memper" + root, "pe" + root}  # fmt: skip
+    stems.update(_nasal("me", root))
+    stems.update(_nasal("pe", root))
+    forms = {s + suffix for s in stems for suffix in _SUFFIXES}
+    forms.add(f"ke{root}an")
+    forms.add(f"ber{root}an")
+    return frozenset(forms)
+
+
+def root_words() -> frozenset[str]:
+    """The Indonesian root-word dictionary of PySastrawi (about 30,000 words)."""
+    return _root_words()
 
 
 def warm_up() -> None:
-    """Load the slang table, dictionary and stemmer now rather than on the first report."""
+    """Load the slang table and dictionary now rather than on the first report."""
     _vocabulary()
-    stem("ditertibkan")
