@@ -102,6 +102,25 @@ def _cmd_store(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_api(args: argparse.Namespace) -> int:
+    from .api import serve
+
+    serve(host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def _cmd_notify(args: argparse.Namespace) -> int:
+    from .notify.cli import notify_main
+
+    return notify_main(once=args.once)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status_cli import status_main
+
+    return status_main(args)
+
+
 def _cmd_triage(args: argparse.Namespace) -> int:
     from .offline import triage_main
 
@@ -157,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("store", _cmd_store, "CRM store: apply migrations or show the latest reports")
     p.add_argument("action", choices=["migrate", "show"])
     p.add_argument("--limit", type=int, default=20)
+
+    p = add("api", _cmd_api, "serve the Open311 read API and the officer status API")
+    p.add_argument("--host", default=None, help="bind address (default CRM_API_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default CRM_API_PORT)")
+
+    p = add("notify", _cmd_notify, "send due citizen notifications from the outbox (acks, status changes)")
+    p.add_argument("--once", action="store_true", help="one pass over the due rows, then exit")
+
+    p = add("status", _cmd_status, "apply officer status events from the status topic; raise escalations")
+    p.add_argument("action", nargs="?", default="run", choices=["run", "escalate"])
 
     p = add("desk-import", _cmd_desk_import, "import a CSV of walk-in desk reports (offline desks)")
     p.add_argument("file", help="CSV file exported from the offline desk (UTF-8, header row)")

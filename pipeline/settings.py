@@ -112,6 +112,37 @@ class Settings(BaseSettings):
     email_relay_password: SecretStr | None = None
     email_relay_timeout_s: float = Field(30.0, gt=0)
 
+    # Status lifecycle, citizen notifications and the consumer API (issue #4).
+    status_group_id: str = Field("crm-status", description="consumer group of the status-event service")
+    escalation_interval_s: float = Field(300.0, gt=0, description="how often overdue reports are checked")
+    notify_interval_s: float = Field(5.0, gt=0, description="how often the outbox runner looks for due rows")
+    notify_batch_size: int = Field(100, ge=1)
+    notify_retry_first_s: float = Field(300.0, ge=0, description="after a first failure: retry in 5 min")
+    notify_retry_every_s: float = Field(1800.0, gt=0, description="then every 30 min (the cap)")
+    notify_max_attempts: int = Field(48, ge=1, description="then the row is marked failed for a person")
+    notify_db_role: str | None = Field("crm_notifier", description="role the notifier SETs (contacts reader)")
+    notify_email_enabled: bool = True
+    notify_sms_url: str = Field("http://127.0.0.1:8089/v1/send", description="SMS gateway send API (POST)")
+    notify_sms_token: SecretStr = SecretStr("dev-only-sms-send-token")
+    notify_twitter_api_base: str = Field("https://api.twitter.com", description="X API host for replies/DMs")
+    notify_twitter_token: SecretStr = SecretStr("")
+    notify_meta_graph_base: str = Field("https://graph.facebook.com", description="Graph API host")
+    notify_meta_graph_version: str = "v19.0"
+    notify_meta_page_token: SecretStr = SecretStr("")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8091
+    api_db_role: str | None = Field("crm_api", description="role the read API SETs (no contacts)")
+    api_keys: SecretStr = Field(
+        SecretStr(
+            '{"dev-only-open311-public": {"consumer": "public", "scopes": ["open311:read"]},'
+            ' "dev-only-open311-bina-marga": {"consumer": "bina_marga", "scopes": ["open311:read",'
+            ' "status:write"], "agencies": ["Dinas Bina Marga"]},'
+            ' "dev-only-officer": {"consumer": "officer", "scopes": ["open311:read", "status:write",'
+            ' "desk:read"]}}'
+        ),
+        description="JSON map: API key -> {consumer, scopes, agencies (omit = all)}",
+    )
+
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if self.env == "production":
@@ -129,6 +160,8 @@ class Settings(BaseSettings):
                     ("CRM_SMS_GATEWAY_SECRET", self.sms_gateway_secret.get_secret_value()),
                     ("CRM_DESK_CREDENTIALS", self.desk_credentials.get_secret_value()),
                     ("CRM_LAPOR_TOKEN", self.lapor_token.get_secret_value()),
+                    ("CRM_NOTIFY_SMS_TOKEN", self.notify_sms_token.get_secret_value()),
+                    ("CRM_API_KEYS", self.api_keys.get_secret_value()),
                 )
                 if any(secret in value for secret in DEV_SECRETS)
             ]

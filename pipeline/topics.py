@@ -10,6 +10,9 @@ Conventions (``<ns>`` is ``CRM_TOPIC_NAMESPACE``, ``v1`` the envelope's major ve
 ``<ns>.routed.region.<kota>.v1``    public projection, one topic per kota (Kemendagri code)
 ``<ns>.triage.v1``                  reports that need a person (low confidence, unresolved)
 ``<ns>.deadletter.v1``              anything that could not be processed, with raw payload and reason
+``<ns>.status.v1``                  officer actions (status events), keyed by report id
+``<ns>.status-changes.v1``          accepted status changes, keyed by report id
+``<ns>.escalation.v1``              reports past their expected-by date, once per report and due date
 =================================  ===========================================================
 
 Topics are created explicitly with partition counts and replication settings; the pipeline never
@@ -76,6 +79,19 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.ns}.deadletter.{self.v}"
 
+    # Status lifecycle (issue #4): officer actions in, accepted changes and escalations out.
+    @property
+    def status(self) -> str:
+        return f"{self.ns}.status.{self.v}"
+
+    @property
+    def status_changes(self) -> str:
+        return f"{self.ns}.status-changes.{self.v}"
+
+    @property
+    def escalation(self) -> str:
+        return f"{self.ns}.escalation.{self.v}"
+
 
 def topic_specs(
     settings: Settings, channels: Iterable[str], agencies: Iterable[str] = (), kota_codes: Iterable[str] = ()
@@ -91,6 +107,9 @@ def topic_specs(
         TopicSpec(t.triage, parts, rf, keep_long),
         # Dead letters are the evidence that nothing was lost: keep them until someone replays them.
         TopicSpec(t.deadletter, parts, rf, {**common, "retention.ms": "-1"}),
+        TopicSpec(t.status, parts, rf, keep_long),
+        TopicSpec(t.status_changes, parts, rf, keep_long),
+        TopicSpec(t.escalation, parts, rf, keep_long),
     ]
     specs += [TopicSpec(t.routed_agency(a), parts, rf, keep_long) for a in sorted(set(agencies))]
     specs += [TopicSpec(t.routed_region(k), parts, rf, keep_long) for k in sorted(set(kota_codes))]

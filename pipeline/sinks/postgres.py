@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from ..envelope import Report
 from ..settings import Settings
 from .base import BatchSink, PoisonRowError, TransientSinkError
+from .crm import record_intake
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ class PostgresReportSink(BatchSink[Report]):
                 ]
                 if contacts:
                     await cur.executemany(_INSERT_CONTACT, contacts)
+                # Issue #4: first status, assignment, case and acknowledgement, in the same transaction.
+                await record_intake(cur, batch)
             return max(stored, 0)
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             raise PoisonRowError(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,291 @@
+"""The outbox: enqueueing (inside the caller's transaction) and the runner that sends due rows.
+
+Keys: ``(report_id, event_key)`` is unique, ``event_key`` is ``ack`` or ``status:<event id>``, so a
+replayed intake or status event never queues a second message. The runner claims due rows with
+``FOR UPDATE SKIP LOCKED`` (several runners may run), sends each, and records the attempt: ``sent``
+with the channel's message id, or the error, ``attempts + 1`` and ``next_attempt_at`` per the
+schedule (first retry after ``notify_retry_first_s``, then every ``notify_retry_every_s``), ``failed``
+after ``notify_max_attempts``. A destination that is down (relay unreachable, gateway 5xx) is paused
+with the same schedule, so its other rows wait instead of failing one by one.
+
+Destinations: ``email`` (threaded replies), ``sms``, ``twitter``, ``meta``; ``desk`` rows are not sent
+but listed for the desk that took the report (state ``desk`` until the desk marks them ``delivered``);
+``none`` rows (no way back to the citizen) are recorded as ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from prometheus_client import Counter
+from psycopg import AsyncCursor, sql
+from psycopg.rows import dict_row, tuple_row
+
+from ..envelope import utcnow
+from ..settings import Settings
+from .messages import ack_text, status_text
+
+log = logging.getLogger("pipeline.notify")
+
+NOTIFICATIONS = Counter("crm_notifications_total", "outbox send attempts", ["destination", "outcome"])
+
+SOCIAL = {"facebook": "meta", "governor_social": "meta", "instagram": "meta", "twitter": "twitter"}
+
+
+def destination_for(channel: str, has_email: bool, has_phone: bool) -> str:
+    """The way back: the channel the report came from; web/app/LAPOR! fall back to e-mail, then SMS."""
+    if channel == "email":
+        return "email" if has_email else "none"
+    if channel == "sms":
+        return "sms" if has_phone else "none"
+    if channel in SOCIAL:
+        return SOCIAL[channel]
+    if channel.startswith("desk_"):
+        return "desk"
+    if has_email:
+        return "email"
+    if has_phone:
+        return "sms"
+    return "none"
+
+
+_TARGETS = """
+SELECT r.report_id::text, r.channel, r.tracking_number, r.desk_office,
+       coalesce(c.email, '') <> '', coalesce(c.phone, '') <> ''
+FROM reports r LEFT JOIN reporter_contacts c USING (report_id)
+WHERE r.report_id = ANY(%s::uuid[])
+"""
+_ENQUEUE = """
+INSERT INTO notify.outbox (report_id, event_key, channel, destination, kind, to_status, body, state,
+                           desk_office)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (report_id, event_key) DO NOTHING
+"""
+
+
+def _state(destination: str) -> str:
+    return {"desk": "desk", "none": "skipped"}.get(destination, "pending")
+
+
+async def _targets(cur: AsyncCursor, report_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    async with cur.connection.cursor(row_factory=tuple_row) as own:  # whatever the caller's row factory
+        await own.execute(_TARGETS, (list(report_ids),))
+        return list(await own.fetchall())
+
+
+async def enqueue_acks(cur: AsyncCursor, report_ids: Sequence[str]) -> None:
+    """One acknowledgement per report (with its tracking number), in the caller's transaction."""
+    if not report_ids:
+        return
+    rows = []
+    for rid, channel, tracking, desk_office, has_email, has_phone in await _targets(cur, report_ids):
+        dest = destination_for(channel, has_email, has_phone)
+        rows.append((rid, "ack", channel, dest, "ack", None, ack_text(tracking), _state(dest), desk_office))
+    await cur.executemany(_ENQUEUE, rows)
+
+
+async def enqueue_status(
+    cur: AsyncCursor, report_id: str, event_id: str, status: str, agency: str | None, note: str | None
+) -> None:
+    """The citizen's copy of a status change, in the status change's transaction."""
+    for rid, channel, tracking, desk_office, has_email, has_phone in await _targets(cur, [report_id]):
+        dest = destination_for(channel, has_email, has_phone)
+        body = status_text(tracking, status, agency, note)
+        await cur.execute(
+            _ENQUEUE,
+            (rid, f"status:{event_id}", channel, dest, "status", status, body, _state(dest), desk_office),
+        )
+
+
+# ---------------------------------------------------------------------------------------- sending
+class SendError(Exception):
+    """A send failed. ``destination_down``: the relay/gateway itself failed (pause the destination)."""
+
+    def __init__(self, message: str, *, destination_down: bool = False, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.destination_down = destination_down
+        self.permanent = permanent
+
+
+@dataclass
+class Notification:
+    """A due outbox row with what the sender needs (contact details only here, never in the row)."""
+
+    outbox_id: int
+    report_id: str
+    event_key: str
+    channel: str
+    destination: str
+    kind: str
+    to_status: str | None
+    body: str
+    attempts: int
+    provider_id: str
+    in_reply_to: str | None
+    private: bool
+    tracking_number: str
+    status: str
+    email: str | None = None
+    phone: str | None = None
+    handle: str | None = None
+    name: str | None = None  # for a private greeting only; never put in public text
+
+
+@dataclass
+class RunResult:
+    sent: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    deferred: list[int] = field(default_factory=list)  # destination paused
+
+
+_DUE = """
+SELECT o.outbox_id, o.report_id::text AS report_id, o.event_key, o.channel, o.destination, o.kind,
+       o.to_status, o.body, o.attempts, r.provider_id, r.in_reply_to, r.private, r.tracking_number,
+       r.status, c.email, c.phone, c.handle, c.name
+FROM notify.outbox o
+JOIN reports r USING (report_id)
+LEFT JOIN reporter_contacts c USING (report_id)
+WHERE o.state = 'pending' AND o.next_attempt_at <= %s
+ORDER BY o.next_attempt_at, o.outbox_id
+LIMIT %s
+FOR UPDATE OF o SKIP LOCKED
+"""
+
+
+class OutboxRunner:
+    def __init__(self, settings: Settings, senders: dict[str, Any] | None = None) -> None:
+        from .senders import default_senders
+
+        self.settings = settings
+        self.senders = senders if senders is not None else default_senders(settings)
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Wait after the ``attempts``-th failure: +5 min, then every 30 min (capped there)."""
+        s = self.settings
+        seconds = s.notify_retry_first_s if attempts <= 1 else s.notify_retry_every_s
+        return timedelta(seconds=min(seconds, s.notify_retry_every_s))
+
+    async def connect(self) -> psycopg.AsyncConnection:
+        conn = await psycopg.AsyncConnection.connect(
+            self.settings.database_url.get_secret_value(), connect_timeout=5, row_factory=dict_row
+        )
+        if self.settings.notify_db_role:
+            await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.settings.notify_db_role)))
+            await conn.commit()
+        return conn
+
+    async def run_once(self, now: datetime | None = None) -> RunResult:
+        now = now or utcnow()
+        result = RunResult()
+        async with await self.connect() as conn, conn.transaction():
+            paused = {
+                row["destination"]
+                for row in await (
+                    await conn.execute(
+                        "SELECT destination FROM notify.destinations WHERE paused_until > %s", (now,)
+                    )
+                ).fetchall()
+            }
+            rows = await (await conn.execute(_DUE, (now, self.settings.notify_batch_size))).fetchall()
+            for row in rows:
+                n = Notification(**row)
+                if n.destination in paused:
+                    result.deferred.append(n.outbox_id)
+                    continue
+                sender = self.senders.get(n.destination)
+                try:
+                    if sender is None:
+                        raise SendError(f"no sender configured for {n.destination!r}", permanent=True)
+                    ref = await sender.send(n)
+                except SendError as exc:
+                    await self._failed(conn, n, exc, now, result)
+                    if exc.destination_down:
+                        paused.add(n.destination)
+                    continue
+                except Exception as exc:  # a sender bug must not stop the other rows
+                    log.exception("sender %s raised", n.destination)
+                    await self._failed(conn, n, SendError(repr(exc)), now, result)
+                    continue
+                await conn.execute(
+                    "UPDATE notify.outbox SET state = 'sent', sent_at = %s, attempts = attempts + 1, "
+                    "provider_ref = %s, last_error = NULL WHERE outbox_id = %s",
+                    (now, ref, n.outbox_id),
+                )
+                await conn.execute(
+                    "INSERT INTO notify.destinations (destination, failures, updated_at) VALUES (%s, 0, %s) "
+                    "ON CONFLICT (destination) DO UPDATE SET failures = 0, paused_until = NULL, "
+                    "updated_at = EXCLUDED.updated_at",
+                    (n.destination, now),
+                )
+                NOTIFICATIONS.labels(n.destination, "sent").inc()
+                result.sent.append(n.outbox_id)
+        return result
+
+    async def _failed(
+        self, conn: psycopg.AsyncConnection, n: Notification, exc: SendError, now: datetime, result: RunResult
+    ) -> None:
+        attempts = n.attempts + 1
+        give_up = exc.permanent or attempts >= self.settings.notify_max_attempts
+        reason = str(exc)[:2000]
+        log.warning(
+            "notification %s (%s) failed, attempt %d%s: %s",
+            n.outbox_id,
+            n.destination,
+            attempts,
+            " (giving up)" if give_up else "",
+            reason,
+            extra={"report_id": n.report_id},
+        )
+        await conn.execute(
+            "UPDATE notify.outbox SET attempts = %s, last_error = %s, next_attempt_at = %s, state = %s "
+            "WHERE outbox_id = %s",
+            (attempts, reason, now + self.backoff(attempts), "failed" if give_up else "pending", n.outbox_id),
+        )
+        if exc.destination_down:
+            row = await (
+                await conn.execute(
+                    "INSERT INTO notify.destinations (destination, failures, last_error, updated_at) "
+                    "VALUES (%s, 1, %s, %s) ON CONFLICT (destination) DO UPDATE SET "
+                    "failures = notify.destinations.failures + 1, last_error = EXCLUDED.last_error, "
+                    "updated_at = EXCLUDED.updated_at RETURNING failures",
+                    (n.destination, reason, now),
+                )
+            ).fetchone()
+            failures = row["failures"] if row else 1
+            await conn.execute(
+                "UPDATE notify.destinations SET paused_until = %s WHERE destination = %s",
+                (now + self.backoff(failures), n.destination),
+            )
+        NOTIFICATIONS.labels(n.destination, "failed").inc()
+        result.failed.append((n.outbox_id, reason))
+
+    async def run_forever(self) -> None:  # pragma: no cover - the CLI loop
+        import asyncio
+
+        while True:
+            try:
+                result = await self.run_once()
+                if result.sent or result.failed:
+                    log.info("outbox: %d sent, %d failed", len(result.sent), len(result.failed))
+            except (psycopg.OperationalError, OSError) as exc:
+                log.warning("outbox run failed, retrying: %s", exc)
+            await asyncio.sleep(self.settings.notify_interval_s)
+
+
+async def desk_notifications(
+    conn: psycopg.AsyncConnection, office: str | None, limit: int = 100
+) -> list[dict]:
+    """What desks must tell walk-in reporters (rows in state ``desk``), oldest first."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT outbox_id, report_id::text AS report_id, channel, kind, to_status, body, desk_office, "
+        "created_at FROM notify.outbox WHERE state = 'desk' AND (%s::text IS NULL OR desk_office = %s) "
+        "ORDER BY created_at, outbox_id LIMIT %s",
+        (office, office, limit),
+    )
+    return list(await cur.fetchall())

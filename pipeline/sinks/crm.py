@@ -1,0 +1,72 @@
+"""What the CRM store records when a report is first stored, inside the sink's transaction.
+
+For every report of the batch (idempotently: stable keys, ``ON CONFLICT DO NOTHING``):
+
+* its first status-history row (``Menunggu``, event ``intake:<report id>``);
+* its assignment to the agency/unit triage chose, with the route reason (when triage named one);
+* its case (``triage.case_id``) with the support count recomputed from the stored reports;
+* the acknowledgement in the notification outbox (event key ``ack``), carrying the tracking number.
+
+The tracking number itself is given by the ``reports`` table (column default), so a replayed report
+keeps the number it got the first time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg import AsyncCursor
+
+from ..envelope import Report
+from ..status import INITIAL_STATUS, intake_event_id
+
+_HISTORY = (
+    "INSERT INTO status_history (report_id, event_id, from_status, to_status, actor, note, agency, "
+    "agency_unit, changed_at) VALUES (%s, %s, NULL, %s, 'pipeline', %s, %s, %s, %s) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+_ASSIGN = (
+    "INSERT INTO assignments (report_id, event_id, agency, agency_unit, reason, assigned_by, assigned_at) "
+    "VALUES (%s, %s, %s, %s, %s, 'pipeline', %s) ON CONFLICT DO NOTHING"
+)
+_CASES = """
+INSERT INTO cases (case_id, category, kelurahan_code, first_report_id, first_at, last_at, support_count)
+SELECT case_id, min(category), min(kelurahan_code),
+       (array_agg(report_id ORDER BY received_at, report_id))[1], min(received_at), max(received_at), count(*)
+FROM reports WHERE case_id = ANY(%s) GROUP BY case_id
+ON CONFLICT (case_id) DO UPDATE SET support_count = EXCLUDED.support_count, last_at = EXCLUDED.last_at,
+    first_at = EXCLUDED.first_at, first_report_id = EXCLUDED.first_report_id, updated_at = now()
+"""
+
+
+async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
+    """History, assignment, case and acknowledgement rows for a stored batch (same transaction)."""
+    from ..notify.outbox import enqueue_acks  # the outbox module imports nothing from the sink
+
+    history, assign = [], []
+    for r in batch:
+        t = r.triage
+        agency = t.agency if t else None
+        unit = t.agency_unit if t else None
+        note = "laporan diterima" + (f"; {t.route_reason}" if t and t.route_reason else "")
+        history.append(
+            (
+                r.report_id,
+                intake_event_id(r.report_id),
+                INITIAL_STATUS,
+                note[:2000],
+                agency,
+                unit,
+                r.received_at,
+            )
+        )
+        if agency:
+            reason = t.route_reason if t else None
+            assign.append((r.report_id, intake_event_id(r.report_id), agency, unit, reason, r.received_at))
+    await cur.executemany(_HISTORY, history)
+    if assign:
+        await cur.executemany(_ASSIGN, assign)
+    case_ids = sorted({r.triage.case_id for r in batch if r.triage and r.triage.case_id})
+    if case_ids:
+        await cur.execute(_CASES, (case_ids,))
+    await enqueue_acks(cur, [r.report_id for r in batch])
