@@ -48,7 +48,7 @@ def make_report(
     contact: Contact | None = None,
     private: bool = False,
     agency: str | None = "Dinas Bina Marga",
-    category: str = "jalan_rusak",
+    category: str = "road_damage",
     text: str = "Jalan berlubang besar di Jl. Cempaka Putih Raya, mohon diperbaiki",
     expected_in: timedelta = timedelta(days=7),
     desk_office: str | None = None,
@@ -71,7 +71,7 @@ def make_report(
         agency=agency,
         agency_unit=f"Suku Dinas Bina Marga {REGION.kota}" if agency == "Dinas Bina Marga" else None,
         routed_to="agency" if agency else "triage",
-        route_reason="jalan_rusak → Dinas Bina Marga (test)",
+        route_reason="road_damage → Dinas Bina Marga (test)",
         expected_by=report.received_at + expected_in,
     )
     return report
