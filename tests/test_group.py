@@ -1,0 +1,135 @@
+"""Grouping repeated reports into cases: joins, duplicate candidates, time window, idempotence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pipeline.envelope import Location, Region, Report, Reporter, Triage
+from pipeline.processors.group import (
+    CaseIndex,
+    GroupingPolicy,
+    GroupItem,
+    MemoryCaseStore,
+    distance_m,
+    fingerprint,
+    text_similarity,
+)
+from pipeline.processors.normalise import normalise
+
+T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+KEL = "31.72.04.1004"
+
+
+def item(rid: str, text: str, *, at: datetime = T0, cat: str = "garbage", kel: str | None = KEL,
+         lat: float | None = None, lon: float | None = None) -> GroupItem:  # fmt: skip
+    return GroupItem(rid, cat, normalise(text), at, lat, lon, kel)
+
+
+def test_first_report_opens_a_case_named_after_it() -> None:
+    d = CaseIndex().assign(item("r1", "sampah menumpuk di pinggir kali"))
+    assert d.case_id == "case-r1" and not d.joined and d.candidate_of is None
+
+
+def test_reworded_repeat_in_the_same_kelurahan_joins() -> None:
+    index = CaseIndex()
+    text = "Sampah menumpuk di pinggir kali dekat pos RW 05, sudah seminggu tidak diangkut"
+    first = index.assign(item("r1", text))
+    again = index.assign(item("r2", "sampah numpuk di pinggir kali deket pos rw 05 udh seminggu blm diangkut",
+                              at=T0 + timedelta(days=2)))  # fmt: skip
+    assert again.joined and again.case_id == first.case_id
+    assert "same kelurahan" in again.reason
+
+
+def test_same_text_other_kelurahan_or_category_stays_apart() -> None:
+    index = CaseIndex()
+    index.assign(item("r1", "sampah menumpuk di pinggir kali"))
+    assert not index.assign(item("r2", "sampah menumpuk di pinggir kali", kel="31.75.07.1003")).joined
+    assert not index.assign(item("r3", "sampah menumpuk di pinggir kali", cat="flood_drainage")).joined
+
+
+def test_outside_the_time_window_opens_a_new_case() -> None:
+    index = CaseIndex(policy=GroupingPolicy(window=timedelta(days=30)))
+    index.assign(item("r1", "pohon tumbang menutup jalan", cat="fallen_tree_parks"))
+    later = T0 + timedelta(days=45)
+    late = index.assign(item("r2", "pohon tumbang menutup jalan", cat="fallen_tree_parks", at=later))
+    assert not late.joined and late.candidate_of is None
+
+
+def test_case_stays_open_while_reports_keep_coming() -> None:
+    index = CaseIndex(policy=GroupingPolicy(window=timedelta(days=30)))
+    first = index.assign(item("r1", "sampah menumpuk di pinggir kali"))
+    index.assign(item("r2", "sampah menumpuk di pinggir kali", at=T0 + timedelta(days=25)))
+    third = index.assign(item("r3", "sampah menumpuk di pinggir kali", at=T0 + timedelta(days=50)))
+    assert third.joined and third.case_id == first.case_id
+
+
+def test_somewhat_similar_text_is_a_duplicate_candidate_not_a_merge() -> None:
+    index = CaseIndex()
+    first = index.assign(item("r1", "Lampu PJU di gang mawar mati total sudah 5 hari, jalan jadi gelap",
+                              cat="street_lights"))  # fmt: skip
+    text = "lampu jalan gang mawar masih mati, gelap tiap malam"
+    maybe = index.assign(item("r2", text, cat="street_lights"))
+    assert not maybe.joined
+    assert maybe.candidate_of == first.case_id
+    assert maybe.case_id == "case-r2"
+    assert 0.3 <= maybe.score < 0.5
+
+
+def test_different_problem_in_the_same_kelurahan_is_not_grouped() -> None:
+    index = CaseIndex()
+    index.assign(item("r1", "sampah menumpuk di pinggir kali dekat pos rw"))
+    other = index.assign(item("r2", "tempat sampah di taman bermain rusak dan berserakan"))
+    assert not other.joined and other.candidate_of is None
+
+
+def test_with_coordinates_nearby_reports_join_and_far_ones_do_not() -> None:
+    index = CaseIndex()
+    a = index.assign(item("r1", "pohon besar tumbang menutup jalan", cat="fallen_tree_parks",
+                          lat=-6.20090, lon=106.83392))  # fmt: skip
+    b = index.assign(item("r2", "ada pohon tumbang nutup jalan abis hujan", cat="fallen_tree_parks",
+                          lat=-6.20101, lon=106.83401, kel=None))  # fmt: skip
+    far = index.assign(item("r3", "pohon besar tumbang menutup jalan", cat="fallen_tree_parks",
+                            lat=-6.2050, lon=106.8339))  # fmt: skip
+    assert b.joined and b.case_id == a.case_id and "m apart" in b.reason
+    assert not far.joined and far.candidate_of is None  # ~460 m away: a different tree
+
+
+def test_reassigning_the_same_report_is_idempotent() -> None:
+    index = CaseIndex()
+    index.assign(item("r1", "sampah menumpuk"))
+    d1 = index.assign(item("r2", "sampah menumpuk"))
+    assert index.assign(item("r2", "sampah menumpuk")) == d1
+
+
+def test_report_without_category_is_never_grouped() -> None:
+    index = CaseIndex()
+    index.assign(item("r1", "halo admin", cat=None))  # type: ignore[arg-type]
+    d = index.assign(item("r2", "halo admin", cat=None))  # type: ignore[arg-type]
+    assert not d.joined and "no category" in d.reason
+
+
+def test_assign_accepts_a_triaged_report() -> None:
+    def report(pid: str) -> Report:
+        r = Report.create(
+            channel="web",
+            provider_id=pid,
+            reporter=Reporter(id="anonymous"),
+            text="Sampah numpuk",
+            location=Location(address="kel. kalibaru"),
+            received_at=T0,
+        )
+        region = Region(kelurahan_code=KEL)
+        r.triage = Triage(normalised_text="sampah numpuk", category="garbage", region=region)
+        return r
+
+    index = CaseIndex(MemoryCaseStore())
+    first, second = report("a"), report("b")
+    index.assign(first)
+    assert index.assign(second).case_id == f"case-{first.report_id}"
+
+
+def test_similarity_and_distance_helpers() -> None:
+    same = fingerprint(normalise("pohon tumbang di jalan"))
+    assert text_similarity(same, same) == 1.0
+    assert text_similarity(same, fingerprint(normalise("lampu jalan mati"))) < 0.2
+    assert 100 < distance_m(-6.2, 106.8, -6.201, 106.8) < 120

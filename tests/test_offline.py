@@ -1,0 +1,141 @@
+"""``crm-pipeline triage`` and ``crm-pipeline train`` over CSV files (no Kafka)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.cli import main
+
+ROWS = [
+    ("A1", "Mhn TL pju mati di gg. 5, gelap bgt. Hub 0812-3456-7890", "Kel. Kali Baru"),
+    ("A2", "sampah numpuk blm diangkut, bau", "KELURAHAN KLENDER"),
+    ("A3", "Sampah numpuk belum diangkut, baunya parah", "Kelurahan Klender"),
+    ("A4", "parkir liar di bahu jalan bikin macet", "-6.101002,106.932576"),
+    ("A5", "PKL jualan di trotoar", "31.75.07.1003"),
+    ("A6", "selamat pagi admin", ""),
+]
+FIELDS = "id category confidence agency kota kecamatan kelurahan kelurahan_code case_id route_reason".split()
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def triage(src: Path, out: Path, *extra: str) -> int:
+    columns = ["--id-column", "no", "--text-column", "isi", "--location-column", "lokasi"]
+    return main(["triage", str(src), *columns, "--out", str(out), *extra])
+
+
+def test_triage_writes_one_object_per_row(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], ROWS)
+    out = tmp_path / "out.jsonl"
+    assert triage(src, out) == 0
+    rows = {r["id"]: r for r in read_jsonl(out)}
+    assert list(rows) == [r[0] for r in ROWS]
+    for r in rows.values():
+        assert set(FIELDS) <= set(r)
+
+    a1 = rows["A1"]
+    assert (a1["category"], a1["agency"]) == ("street_lights", "Dinas Bina Marga")
+    assert (a1["kelurahan"], a1["kelurahan_code"]) == ("Kalibaru", "31.72.04.1004")
+    assert a1["kecamatan"] == "Cilincing"
+    assert a1["kota"] == "Kota Administrasi Jakarta Utara"
+    assert "Bina Marga" in a1["route_reason"] and "kelurahan kalibaru" in a1["route_reason"]
+
+    assert rows["A2"]["agency"] == "Kelurahan" and rows["A2"]["kelurahan"] == "Klender"
+    assert rows["A3"]["case_id"] == rows["A2"]["case_id"]  # the same complaint twice: one case
+    assert rows["A4"]["kelurahan_code"] == "31.72.04.1004"  # from coordinates
+    assert rows["A4"]["agency"] == "Dinas Perhubungan"
+    assert rows["A5"]["kelurahan"] == "Klender"  # from a Kemendagri code
+    assert rows["A5"]["agency"] == "Satuan Polisi Pamong Praja"
+    assert rows["A6"]["category"] is None and rows["A6"]["agency"] is None
+
+
+def test_triage_output_carries_no_phone_number(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], ROWS[:1])
+    out = tmp_path / "out.jsonl"
+    assert triage(src, out) == 0
+    assert b"0812" not in out.read_bytes()
+
+
+def test_empty_text_is_left_for_a_person(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], [("B1", "", "Kel. Klender")])
+    out = tmp_path / "out.jsonl"
+    assert triage(src, out) == 0
+    (row,) = read_jsonl(out)
+    assert row["id"] == "B1" and row["category"] is None and "empty text" in row["route_reason"]
+
+
+def test_missing_file_is_exit_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.csv"
+    assert triage(missing, tmp_path / "out.jsonl") == 2
+    assert f"{missing}: no such file" in capsys.readouterr().err
+
+
+def test_missing_column_is_exit_2_naming_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = write_csv(tmp_path / "in.csv", ["no", "teks", "lokasi"], [("C1", "sampah", "")])
+    assert triage(src, tmp_path / "out.jsonl") == 2
+    err = capsys.readouterr().err
+    assert f"{src}:1: --text-column 'isi' is not a column" in err
+
+
+def test_empty_id_is_exit_2_naming_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], [("D1", "sampah", ""), ("", "parkir", "")])
+    assert triage(src, tmp_path / "out.jsonl") == 2
+    assert f"{src}:3: empty 'no'" in capsys.readouterr().err
+
+
+def test_missing_model_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], ROWS)
+    assert triage(src, tmp_path / "out.jsonl", "--model", str(tmp_path / "m.joblib")) == 2
+    assert "no such model file" in capsys.readouterr().err
+
+
+TRAIN_ROWS = [
+    ("jalan berlubang di depan sekolah", "DINAS BINA MARGA"), ("aspal rusak parah", "DINAS BINA MARGA"),
+    ("lampu jalan mati total", "DINAS BINA MARGA"), ("trotoar amblas", "DINAS BINA MARGA"),
+    ("parkir liar di bahu jalan", "DINAS PERHUBUNGAN"), ("mobil parkir sembarangan", "DINAS PERHUBUNGAN"),
+    ("lampu merah mati macet", "DINAS PERHUBUNGAN"), ("juru parkir liar", "DINAS PERHUBUNGAN"),
+    ("sampah menumpuk belum diangkut", "KELURAHAN"), ("got mampet", "KELURAHAN"),
+    ("ppsu tidak datang", "KELURAHAN"), ("selokan penuh sampah", "KELURAHAN"),
+    ("ada ular masuk rumah", "DINAS PENANGGULANGAN KEBAKARAN DAN PENYELAMATAN"),
+    ("", "KELURAHAN"),
+]  # fmt: skip
+
+
+def test_train_then_triage_with_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_csv(tmp_path / "train.csv", ["text", "unit"], TRAIN_ROWS)
+    model = tmp_path / "model.joblib"
+    assert main(["train", "--data", str(data), "--text-column", "text", "--label-column", "unit",
+                 "--out", str(model)]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "leaving out 1 label(s)" in err and "PENANGGULANGAN" in err  # one example only
+    assert "trained on 12 examples, 3 labels" in err and "1 rows without text or label skipped" in err
+
+    rows = [("E1", "parkir liar mobil", "kel. klender")]
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], rows)
+    out = tmp_path / "out.jsonl"
+    assert triage(src, out, "--model", str(model)) == 0
+    (row,) = read_jsonl(out)
+    assert row["category"] == "DINAS PERHUBUNGAN"
+    assert row["agency"] in ("Dinas Perhubungan", None)  # None only if below the confidence threshold
+
+
+def test_train_missing_label_column_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_csv(tmp_path / "train.csv", ["text", "unit"], TRAIN_ROWS)
+    rc = main(["train", "--data", str(data), "--text-column", "text", "--label-column", "dinas",
+               "--out", str(tmp_path / "m.joblib")])  # fmt: skip
+    assert rc == 2
+    assert f"{data}:1: --label-column 'dinas' is not a column" in capsys.readouterr().err
