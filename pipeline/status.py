@@ -169,3 +169,18 @@ class Escalation(_Model):
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
+
+
+def json_schemas() -> dict[str, dict]:
+    """JSON Schemas (draft 2020-12) of the status topics, shipped in ``pipeline/schemas/``."""
+    out = {}
+    for name, model, mode in (
+        ("status-event.v1", StatusEvent, "validation"),
+        ("status-change.v1", StatusChange, "serialization"),
+        ("escalation.v1", Escalation, "serialization"),
+    ):
+        schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://jakarta.go.id/schemas/crm/{name}.schema.json"
+        out[name] = schema
+    return out
