@@ -19,7 +19,8 @@ else the ``text/html`` body turned into text; charsets are decoded from the part
 (unknown ones fall back to UTF-8 with replacement). Attachments never travel on the report topics:
 the whole message is the raw record (``<ns>.raw.v1``, keyed by its sha256, which ``raw_ref`` names),
 and each attachment is a reference ``raw:<raw topic>/<message sha256>?part=<n>&sha256=<part sha256>``
-with its file name, media type and size — the bytes are the ``n``-th leaf part of that raw message.
+with its file name, media type and size — the bytes are the ``n``-th leaf part of that raw message
+(depth-first, counting from 0; an attached ``message/rfc822`` counts as one leaf and is not descended).
 (Hence the size limit stays under the broker's record limit; larger media need an object store.)
 
 Ids and threads: the provider id is the ``Message-ID`` without angle brackets (``sha256:<hex>`` of
