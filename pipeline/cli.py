@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", required=True)
     p.add_argument("--label-column", required=True)
     p.add_argument("--out", required=True, help="model file to write")
+
+    from .ops.commands import add_ops_commands  # run, lag, deadletters, backfill, dashboard, health
+
+    add_ops_commands(add)
     return parser
 
 

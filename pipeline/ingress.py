@@ -167,9 +167,21 @@ async def _health(_: web.Request) -> web.Response:
 async def _ready(request: web.Request) -> web.Response:
     producer = request.app[PUBLISHER].producer
     brokers = producer.client.cluster.brokers()
+    # Readiness is the broker only (the ingress needs nothing else to accept a report); Redis and the
+    # store are reported beside it so one probe shows the state of everything the pipeline uses.
+    from .ops.health import check_database, check_redis
+
+    settings = request.app[PUBLISHER].settings
+    deps = {
+        name: {"ok": ok, "detail": detail}
+        for name, (ok, detail) in (
+            ("redis", await check_redis(settings, wait_s=1.0)),
+            ("database", await check_database(settings, wait_s=1.0)),
+        )
+    }
     if not brokers:
-        return _json(503, {"status": "not ready", "kafka": "no broker known"})
-    return _json(200, {"status": "ready", "kafka": f"{len(brokers)} broker(s)"})
+        return _json(503, {"status": "not ready", "kafka": "no broker known", "dependencies": deps})
+    return _json(200, {"status": "ready", "kafka": f"{len(brokers)} broker(s)", "dependencies": deps})
 
 
 async def _metrics(_: web.Request) -> web.Response:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     worker_web_port: int = 6066
     worker_batch_size: int = Field(500, ge=1)
     worker_batch_within_s: float = 0.2
+    worker_concurrency: int = Field(1, ge=1, le=64, description="agent instances per worker process")
+    worker_metrics_port: int = Field(0, ge=0, description="worker /metrics /healthz /readyz port; 0 = off")
     dedup_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="how long a seen report id is remembered")
     dedup_text_window_s: int = Field(600, ge=0, description="same sender + same text within this window")
 
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     ingress_port: int = 8080
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     dead_letter_raw_cap_bytes: int = Field(64 * 1024, ge=256)
+
+    # Operations dashboard (issue #7)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8090
+    dashboard_refresh_s: float = Field(2.0, gt=0, description="how often live numbers are pushed (SSE)")
 
     # Pseudonymous reporter ids are HMACs of contact details under this key.
     reporter_id_key: SecretStr = SecretStr("dev-only-reporter-key-change-me")

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from .deadletter import DeadLetter, SourcePosition
 from .envelope import Report
+from .ops.telemetry import observe_triaged, start_worker_telemetry
 from .processors.chain import TriageChain
 from .processors.dedup import RedisDedupStore
 from .processors.normalise import mask_pii
@@ -183,6 +184,7 @@ class Stages:
             routed = self.routed_records(report)
             records.extend(routed)
             PROCESSED.labels(report.channel).inc()
+            observe_triaged([report])
             t = report.triage
             ROUTED.labels(t.routed_to if t else "triage", (t.agency if t else None) or "-").inc()
         for failed, reason in self._failed:
@@ -265,14 +267,14 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
     normalised = app.topic(topics.normalised, key_type=bytes, value_type=bytes)
     size, within = settings.worker_batch_size, settings.worker_batch_within_s
 
-    @app.agent(ingest, name="triage")
+    @app.agent(ingest, name="triage", concurrency=settings.worker_concurrency)
     async def triage(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(size, within=within):
             await stages.triage_batch(events)
             for event in events:
                 await stream.ack(event)
 
-    @app.agent(normalised, name="crm_store")
+    @app.agent(normalised, name="crm_store", concurrency=settings.worker_concurrency)
     async def crm_store(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(size, within=within):
             await stages.store_batch(events)
@@ -292,6 +294,7 @@ async def prepare(settings: Settings) -> None:
 def run_worker(loglevel: str = "info") -> None:
     settings = get_settings()
     asyncio.run(prepare(settings))
+    start_worker_telemetry(settings)  # /metrics /healthz /readyz on CRM_WORKER_METRICS_PORT (0 = off)
     app, stages = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
 

@@ -1,0 +1,1 @@
+"""The live operations dashboard (issue #7): ``crm-pipeline dashboard``; see ``app.py``."""

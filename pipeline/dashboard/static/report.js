@@ -1,0 +1,52 @@
+// One report's path: channel → dedup → category → route → case → status history, with the reasons.
+"use strict";
+const ID = decodeURIComponent(location.pathname.split("/").pop());
+
+function step(cls, title, body) {
+  return `<li class="${cls}"><h3>${title}</h3><div>${body}</div></li>`;
+}
+
+async function load() {
+  const resp = await fetch(`/api/report/${encodeURIComponent(ID)}`);
+  if (resp.status === 404) {
+    $("#title").textContent = ID;
+    $("#text").textContent = "No such report in the CRM store (yet): it may still be in the pipeline, or on the dead-letter topic.";
+    return;
+  }
+  const data = await resp.json();
+  const r = data.report, c = data.colours;
+  $("#title").textContent = r.tracking_number || r.report_id;
+  $("#text").textContent = r.text_original;
+  $("#summary").innerHTML = `${badge(r.status, c)} report id <code>${esc(r.report_id)}</code>`;
+  const conf = r.confidence === null || r.confidence === undefined ? "–" : Math.round(r.confidence * 100) + "%";
+  const reg = r.region || {};
+  const steps = [
+    step("channel", `1 · Channel <b>${esc(r.channel)}</b>`,
+      `received ${timeOf(r.received_at)}${r.source_at ? `, sent ${timeOf(r.source_at)}` : ""}<br>provider id <code>${esc(r.provider_id)}</code>` +
+      (r.raw_ref ? `<br>raw payload on <code>${esc(r.raw_ref.topic)}</code> (${fmt(r.raw_ref.size)} bytes)` : "")),
+    step("dedup", "2 · Deduplication <b>passed</b>",
+      `first time this report id was seen: redeliveries of the same message map to the same id and are dropped ` +
+      `(remembered ${data.dedup.ttl_days} days); the same sender with the same text within ${data.dedup.text_window_s} s is dropped too.`),
+    step("category", `3 · Category <b>${esc(r.category || "none")}</b> <small>${conf}</small>`,
+      `classifier <code>${esc(r.classifier || "–")}</code>` + (r.category_hint ? `; the citizen picked “${esc(r.category_hint)}”` : "")),
+    step("route", `4 · Route <b>${esc(r.agency || (r.routed_to === "triage" ? "manual triage" : r.routed_to || "–"))}</b>`,
+      `${esc(r.route_reason || "")}` + (r.agency_unit ? `<br>unit ${esc(r.agency_unit)}` : "") +
+      `<br>location: ${esc([reg.kelurahan && "Kel. " + reg.kelurahan, reg.kecamatan && "Kec. " + reg.kecamatan, reg.kota].filter(Boolean).join(", ") || r.address || "unknown")}` +
+      (r.expected_by ? `<br>expected by ${timeOf(r.expected_by)}` : "")),
+  ];
+  if (data.case) {
+    steps.push(step("case", `5 · Case <b>${fmt(data.case.support_count)} supporter(s)</b>`, `<code>${esc(data.case.case_id)}</code>`));
+  }
+  const hist = data.history || [];
+  const rows = hist.length
+    ? hist.map((h) => `<tr><td>${timeOf(h.changed_at)}</td><td>${h.from_status ? badge(h.from_status, c) + " → " : ""}${badge(h.to_status, c)}</td><td>${esc(h.actor)}</td><td>${esc(h.note || "")}</td></tr>`).join("")
+    : `<tr><td>${timeOf(r.stored_at || r.received_at)}</td><td>${badge(r.status, c)}</td><td>pipeline</td><td>stored in the CRM store</td></tr>`;
+  steps.push(step("status", "Status history", `<table class="compact">${rows}</table>`));
+  if ((data.dead_letters || []).length) {
+    steps.push(step("dead", "Dead letters", data.dead_letters.map((d) => `<p><code>${esc(d.code)}</code> at ${esc(d.stage)}: ${esc(d.reason)}</p>`).join("")));
+  }
+  $("#path").innerHTML = steps.join("");
+}
+
+load();
+subscribe(() => load());
