@@ -377,7 +377,10 @@ def import_main(
     from ..settings import get_settings
 
     settings = settings or get_settings()
-    err = out or (lambda s: print(s, file=sys.stderr))
+    from tqdm import tqdm
+
+    # tqdm.write keeps the per-line errors from tearing the progress bar.
+    err = out or (lambda s: tqdm.write(s, file=sys.stderr))
     if args.channel not in CHANNEL_LEVEL:
         err(f"error: --channel must be one of {', '.join(CHANNEL_LEVEL)}")
         return 2
@@ -489,9 +492,7 @@ async def _publish_import(
                 await publisher.send_many(batch)
                 bar.update(batch_lines)
     except PublishError as exc:
-        err(
-            f"error: the broker did not confirm the import ({exc}); nothing was lost, run the command again"
-        )
+        err(f"error: the broker did not confirm the import ({exc}); nothing was lost, run the command again")
         return 1
     finally:
         await producer.stop()
