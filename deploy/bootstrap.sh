@@ -13,6 +13,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v flock >/dev/null || need+=(util-linux)
+# The dashboard's browser test drives Debian's Chromium (Playwright never downloads a browser here).
+[[ -x /usr/bin/chromium ]] || need+=(chromium chromium-driver)
 if ((${#need[@]})); then
   echo "[bootstrap] installing system packages: ${need[*]}" >&2
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"

@@ -25,5 +25,15 @@ trap cleanup EXIT
 "$PY" -m pipeline store migrate
 "$PY" -m pipeline ingress >"$LOGS/ingress.log" 2>&1 & pids+=($!)
 "$PY" -m pipeline worker --loglevel warning >"$LOGS/worker.log" 2>&1 & pids+=($!)
+export CRM_DASHBOARD_PORT="${CRM_DASHBOARD_PORT:-8090}"
+"$PY" -m pipeline dashboard >"$LOGS/dashboard.log" 2>&1 & pids+=($!)
+DASHBOARD_URL="http://127.0.0.1:$CRM_DASHBOARD_PORT/"
+for _ in $(seq 1 50); do curl -fs "${DASHBOARD_URL}healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 echo "[demo] ingress on http://127.0.0.1:$CRM_INGRESS_PORT, worker started (logs in $LOGS)"
+echo "[demo] live operations dashboard: $DASHBOARD_URL  (open it now: the reports below arrive there live)"
+if [[ -n ${DISPLAY:-} ]] && command -v xdg-open >/dev/null; then xdg-open "$DASHBOARD_URL" >/dev/null 2>&1 || true; fi
+sleep "${DEMO_PAUSE_S:-3}"  # time to open the page before the traffic starts
 "$PY" -m pipeline.demo --url "http://127.0.0.1:$CRM_INGRESS_PORT"
+# Keep the dashboard up a little after the traffic (DEMO_HOLD_S=0 to stop at once).
+echo "[demo] dashboard stays up for ${DEMO_HOLD_S:-20}s at $DASHBOARD_URL (Ctrl-C to stop)"
+sleep "${DEMO_HOLD_S:-20}"
