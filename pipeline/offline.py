@@ -158,8 +158,8 @@ def triage_main(args: argparse.Namespace) -> int:
                     skipped += 1
                     out.write(orjson.dumps(_empty_row(row_id)) + b"\n")
                     continue
-                loc = _location(row.get(args.location_column)) if args.location_column else _location(None)
                 try:
+                    loc = _location(row.get(args.location_column) if args.location_column else None)
                     report = Report.create(
                         channel="offline",
                         provider_id=row_id[:500],

@@ -85,6 +85,8 @@ class LexiconClassifier:
             for form in affixed_forms(word):
                 if form != word and form not in words_of_their_own:
                     self._roots.setdefault(form, word)
+        self._root_keys = frozenset(self._roots)
+        self._unigrams = frozenset(t for t in self._index if " " not in t)
         #: first words of the multi-word terms: only there can a phrase start
         self._starts = frozenset(t.split()[0] for t in self._index if " " in t)
         if name:
@@ -100,24 +102,24 @@ class LexiconClassifier:
 
     def _matched_terms(self, text: str) -> set[str]:
         toks = text.split()
-        roots = self._roots
-        stems = [roots.get(t, t) for t in toks]
-        index = self._index
-        starts = self._starts
-        max_n = self._max_n
-        matched = {t for t in toks if t in index}
+        tokset = set(toks)
+        matched = tokset & self._unigrams
         seqs = [toks]
-        if stems != toks:
-            matched.update(t for t in stems if t in index)
-            seqs.append(stems)
-        for seq in seqs:
-            n = len(seq)
-            for i, first in enumerate(seq):
-                if first in starts:
-                    for k in range(2, min(max_n, n - i) + 1):
-                        gram = " ".join(seq[i : i + k])
-                        if gram in index:
-                            matched.add(gram)
+        inflected = tokset & self._root_keys
+        if inflected:
+            roots = self._roots
+            matched |= {roots[t] for t in inflected} & self._unigrams
+            seqs.append([roots.get(t, t) for t in toks])
+        if tokset & self._starts or inflected:
+            index, starts, max_n = self._index, self._starts, self._max_n
+            for seq in seqs:
+                n = len(seq)
+                for i, first in enumerate(seq):
+                    if first in starts:
+                        for k in range(2, min(max_n, n - i) + 1):
+                            gram = " ".join(seq[i : i + k])
+                            if gram in index:
+                                matched.add(gram)
         return matched
 
     @staticmethod
@@ -139,13 +141,16 @@ class LexiconClassifier:
                 out.append(Classification(None, 0.0))
                 continue
             # highest score wins; ties go to the category first in alphabetical order
-            ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-            top = ranked[0][1]
-            if top <= 0:
+            best, top, second = -1, 0.0, 0.0
+            for ci, sc in scores.items():
+                if sc > top or (sc == top and sc > 0 and ci < best):
+                    best, top, second = ci, sc, max(second, top)
+                elif sc > second:
+                    second = sc
+            if best < 0:
                 out.append(Classification(None, 0.0))
                 continue
-            second = ranked[1][1] if len(ranked) > 1 else 0.0
-            out.append(Classification(categories[ranked[0][0]], self.confidence(top, max(second, 0.0))))
+            out.append(Classification(categories[best], self.confidence(top, second)))
         return out
 
 

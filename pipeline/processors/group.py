@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 _CELL_DEG = 0.0045  # about 500 m
-_SHINGLE_FLOOR = 0.08  # word Jaccard below which shingles are not worth computing
+_SHINGLE_FLOOR = 0.2  # word Jaccard below which shingles are not worth computing
 _MAX_SHINGLED = 600  # characters of a text that are shingled (the start of a complaint says what it is)
 
 
@@ -90,17 +90,18 @@ class CaseDecision:
 class Fingerprint:
     """Content words of a text and (computed when first needed) its character 4-gram shingles."""
 
-    __slots__ = ("_joined", "_shingles", "words")
+    __slots__ = ("_shingles", "_text", "words")
 
-    def __init__(self, words: frozenset[str], joined: str) -> None:
+    def __init__(self, words: frozenset[str], text: str) -> None:
         self.words = words
-        self._joined = joined
+        self._text = text
         self._shingles: frozenset[str] | None = None
 
     @property
     def shingles(self) -> frozenset[str]:
         if self._shingles is None:
-            j = self._joined
+            words = self.words
+            j = " ".join(w for w in self._text.split() if w in words)[:_MAX_SHINGLED]
             self._shingles = frozenset({j[i : i + 4] for i in range(max(1, len(j) - 3))} if j else ())
         return self._shingles
 
@@ -206,9 +207,10 @@ def _stopwords() -> frozenset[str]:
 
 def fingerprint(text: str) -> Fingerprint:
     """Content words and character 4-gram shingles (these also catch affixes and typos) of a text."""
-    stop = _stopwords()
-    words = [w for w in text.split() if w not in stop and not w.startswith("[")]
-    return Fingerprint(frozenset(words), " ".join(words)[:_MAX_SHINGLED])
+    words = frozenset(text.split()) - _stopwords()
+    if "[" in text:  # masked contact details say nothing about the problem
+        words = frozenset(w for w in words if not w.startswith("["))
+    return Fingerprint(words, text)
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -221,12 +223,12 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 def text_similarity(a: Fingerprint, b: Fingerprint) -> float:
     """Mean of the word and character-shingle Jaccard similarities, in [0, 1].
 
-    Texts that share almost no content word (Jaccard below :data:`_SHINGLE_FLOOR`) are not compared
-    character by character: their similarity is half their word Jaccard.
+    Texts that share few content words (word Jaccard below :data:`_SHINGLE_FLOOR`, well under the
+    candidate threshold) are not compared character by character: their word Jaccard stands for both.
     """
     words = _jaccard(a.words, b.words)
     if words < _SHINGLE_FLOOR:
-        return 0.5 * words
+        return words
     return 0.5 * words + 0.5 * _jaccard(a.shingles, b.shingles)
 
 

@@ -177,6 +177,7 @@ class Gazetteer:
             for other in self._by_key:
                 if other != key and other.startswith(key):
                     self._extensions[key].append(other)
+        self._text_cache: dict[str, tuple[Place | None, str]] = {}
         self._tree = None
         self._tree_codes: list[str] = []
         if self.polygons:
@@ -245,6 +246,17 @@ class Gazetteer:
         return None, f"desk office {desk.strip()!r} names no kota, kecamatan or kelurahan"
 
     def by_text(self, text: str) -> tuple[Place | None, str]:
+        """The place a text names, and how it was decided. Short texts (addresses) are cached."""
+        if len(text) > 200:
+            return self._by_text(text)
+        hit = self._text_cache.get(text)
+        if hit is None:
+            if len(self._text_cache) > 50_000:
+                self._text_cache.clear()
+            hit = self._text_cache[text] = self._by_text(text)
+        return hit
+
+    def _by_text(self, text: str) -> tuple[Place | None, str]:
         tokens = _tokens(text)
         mentions = self._mentions(tokens)
         if not mentions:
