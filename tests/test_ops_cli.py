@@ -257,3 +257,19 @@ def test_classification_and_case_metrics_count_a_triaged_batch():
     assert CLASSIFIED.labels("Penerangan Jalan", "low")._value.get() >= 1
     assert CASES_FORMED._value.get() == before_cases + 1
     assert [confidence_band(c) for c in (None, 0.2, 0.6, 0.95)] == ["none", "low", "medium", "high"]
+
+
+def test_run_starts_ingress_and_workers_that_carry_a_report(iso, pipeline_url):
+    port, metrics = free_port(), free_port()
+    env = {**iso.env, "CRM_INGRESS_PORT": str(port), "CRM_WORKER_METRICS_PORT": str(metrics)}
+    runner = Process("run", ["run", "--workers", "2", "--concurrency", "1"], env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", runner, timeout=90)
+        wait_http(f"http://127.0.0.1:{metrics + 1}/healthz", runner, timeout=90)  # the second worker's port
+        text = "Drainase tersumbat di Jl. Salemba Raya " + uuid.uuid4().hex[:6]
+        status, body = post_json(f"http://127.0.0.1:{port}", orjson.dumps({"text": text}))
+        assert status == 202
+        wait_until(lambda: stored(iso, body["report_id"]), what="report stored through `run`")
+    finally:
+        runner.stop()
+    assert runner.proc.returncode == 0, runner.output()[-2000:]
