@@ -133,3 +133,13 @@ def test_similarity_and_distance_helpers() -> None:
     assert text_similarity(same, same) == 1.0
     assert text_similarity(same, fingerprint(normalise("lampu jalan mati"))) < 0.2
     assert 100 < distance_m(-6.2, 106.8, -6.201, 106.8) < 120
+
+
+def test_memory_store_forgets_closed_cases() -> None:
+    store = MemoryCaseStore()
+    index = CaseIndex(store)
+    index.assign(item("old", "sampah menumpuk di pinggir kali"))
+    index.assign(item("new", "pohon tumbang", cat="fallen_tree_parks", at=T0 + timedelta(days=200)))
+    assert len(store) == 2
+    assert store.prune(T0 + timedelta(days=100)) == 1
+    assert len(store) == 1 and store.decision_for("old") is None and store.decision_for("new") is not None

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 _CELL_DEG = 0.0045  # about 500 m
+PRUNE_EVERY = 10_000  # assignments between two prunings of a store that supports it
 _SHINGLE_FLOOR = 0.2  # word Jaccard below which shingles are not worth computing
 _MAX_SHINGLED = 600  # characters of a text that are shingled (the start of a complaint says what it is)
 
@@ -179,6 +180,21 @@ class MemoryCaseStore:
     def remember(self, report_id: str, decision: CaseDecision) -> None:
         self._decisions[report_id] = decision
 
+    def prune(self, before: datetime) -> int:
+        """Forget cases whose latest report is older than ``before`` (and their reports' decisions)."""
+        dropped: dict[str, CaseRecord] = {}
+        for buckets in (self._by_kel, self._by_cell):
+            for key in list(buckets):
+                bucket = buckets[key]
+                for case_id in [c for c, case in bucket.items() if case.last_at < before]:
+                    dropped[case_id] = bucket.pop(case_id)
+                if not bucket:
+                    del buckets[key]
+        for case in dropped.values():
+            for report_id, _ in case.members:
+                self._decisions.pop(report_id, None)
+        return len(dropped)
+
     def __len__(self) -> int:
         ids = {c for bucket in self._by_kel.values() for c in bucket}
         ids |= {c for bucket in self._by_cell.values() for c in bucket}
@@ -257,6 +273,7 @@ class CaseIndex:
     def __init__(self, store: CaseStore | None = None, policy: GroupingPolicy | None = None) -> None:
         self.store: CaseStore = store if store is not None else MemoryCaseStore()
         self.policy = policy or GroupingPolicy()
+        self._assigned = 0
 
     @staticmethod
     def new_case_id(report_id: str) -> str:
@@ -310,6 +327,10 @@ class CaseIndex:
         if known is not None:
             return known
         p = self.policy
+        self._assigned += 1
+        if self._assigned % PRUNE_EVERY == 0 and hasattr(self.store, "prune"):
+            # closed cases cannot be joined any more: keep a long-running worker's memory bounded
+            self.store.prune(item.at - 2 * p.window)
         fp = _LazyFingerprint(item.text)
         best: tuple[float, CaseRecord, str] | None = None
         if item.category:
