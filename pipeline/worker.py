@@ -26,8 +26,10 @@ from prometheus_client import Counter, Histogram
 from .deadletter import DeadLetter, SourcePosition
 from .envelope import Report
 from .ops.telemetry import observe_triaged, start_worker_telemetry
-from .processors.chain import TriageChain
+from .processors.cases_redis import RedisCaseGrouper
+from .processors.chain import TriageChain, apply_case
 from .processors.dedup import RedisDedupStore
+from .processors.group import GroupItem
 from .processors.normalise import mask_pii
 from .publish import Publisher, PublishError, make_producer
 from .settings import Settings, get_settings
@@ -60,6 +62,7 @@ class Stages:
         self._started = asyncio.Lock()
         self.publisher: Publisher | None = None
         self.dedup: RedisDedupStore | None = None
+        self.cases: RedisCaseGrouper | None = None
         self.sink: PostgresReportSink | None = None
 
     async def start(self) -> None:
@@ -76,6 +79,7 @@ class Stages:
                 self.settings.dedup_ttl_s,
                 self.settings.dedup_text_window_s,
             )
+            self.cases = RedisCaseGrouper(client, self.settings.topic_namespace)
             self.sink = PostgresReportSink(self.settings)
 
     async def stop(self) -> None:
@@ -178,6 +182,7 @@ class Stages:
             )
 
         processed = self._triage(fresh)
+        await self._group(processed)
         records: list[tuple[str, bytes | None, bytes]] = []
         for report in processed:
             records.append((self.topics.normalised, report.report_id.encode(), report.dumps()))
@@ -202,6 +207,17 @@ class Stages:
             await self.dedup.remember(processed)
         except (aioredis.RedisError, OSError) as exc:
             log.warning("could not remember batch in the dedup store: %s", exc)
+
+    async def _group(self, reports: list[Report]) -> None:
+        """Cases across workers (Redis); without Redis each report opens its own case, flow goes on."""
+        assert self.cases is not None
+        try:
+            decisions = await self.cases.assign([GroupItem.from_report(r) for r in reports])
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("case store unavailable, grouping skipped for %d reports: %s", len(reports), exc)
+            return
+        for report, decision in zip(reports, decisions, strict=True):
+            apply_case(report, decision)
 
     def _triage(self, reports: list[Report]) -> list[Report]:
         """Triage the batch; if it raises, isolate the poison report(s) one by one."""

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from ..envelope import Report, Triage, utcnow
 from .classify import Classifier, load_classifier
-from .group import CaseIndex
+from .group import CaseDecision, CaseIndex
 from .locate import load_gazetteer
 from .normalise import normalise
 from .route import load_router
@@ -48,10 +48,15 @@ class TriageChain:
                 processed_at=now,
             )
             if self.cases is not None:
-                case = self.cases.assign(report)
-                report.triage.case_id = case.case_id
-                note = f"case: {case.reason}"
-                if case.candidate_of:
-                    note += f"; duplicate candidate of {case.candidate_of} (score {case.score:.2f})"
-                report.triage.route_reason = f"{report.triage.route_reason}; {note}"
+                apply_case(report, self.cases.assign(report))
         return list(reports)
+
+
+def apply_case(report: Report, case: CaseDecision) -> None:
+    """Record a grouping decision on a triaged report, with the reason officers will read."""
+    assert report.triage is not None
+    report.triage.case_id = case.case_id
+    note = f"case: {case.reason}"
+    if case.candidate_of:
+        note += f"; duplicate candidate of {case.candidate_of} (score {case.score:.2f})"
+    report.triage.route_reason = f"{report.triage.route_reason}; {note}"

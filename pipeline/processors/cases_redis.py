@@ -1,0 +1,169 @@
+"""Case grouping on the live stream: the open cases live in Redis, shared by every worker.
+
+Per batch, with two pipelined round trips: load the buckets the batch's reports could join (and the
+decisions already made for them), run the pure :class:`~pipeline.processors.group.CaseIndex` over an
+in-memory view, then write back only what changed. A replayed report finds its earlier decision, so
+re-processing after a crash yields the same case. Two workers grouping two reports of one problem at
+the very same moment may open two cases; the second becomes a duplicate candidate at worst, which an
+officer can merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from datetime import datetime
+
+import orjson
+import redis.asyncio as aioredis
+
+from .group import (
+    CaseDecision,
+    CaseIndex,
+    CaseRecord,
+    GroupingPolicy,
+    GroupItem,
+    MemoryCaseStore,
+    _cell,
+    _cell_key,
+    _LazyFingerprint,
+)
+
+#: members of a case kept for text comparison (the first and the latest few)
+KEEP_MEMBERS = 4
+#: open cases loaded per bucket (the most recently active): bounds the work per report
+BUCKET_LIMIT = 50
+
+
+class _TrackingStore(MemoryCaseStore):
+    """A memory view that records which cases and decisions a batch changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dirty_cases: dict[str, tuple[CaseRecord, str | None]] = {}
+        self.new_decisions: dict[str, CaseDecision] = {}
+
+    def load(self, case: CaseRecord, cell: str | None) -> None:
+        super().put(case, cell)
+
+    def put(self, case: CaseRecord, cell: str | None) -> None:
+        super().put(case, cell)
+        self.dirty_cases[case.case_id] = (case, cell)
+
+    def remember(self, report_id: str, decision: CaseDecision) -> None:
+        super().remember(report_id, decision)
+        self.new_decisions[report_id] = decision
+
+
+def _encode_case(case: CaseRecord) -> bytes:
+    members = case.members[:1] + case.members[1:][-(KEEP_MEMBERS - 1) :]
+    return orjson.dumps(
+        {
+            "case_id": case.case_id,
+            "category": case.category,
+            "first_at": case.first_at,
+            "last_at": case.last_at,
+            "lat": case.lat,
+            "lon": case.lon,
+            "kel": case.kelurahan_code,
+            "size": case.size,
+            "members": [[rid, fp.text] for rid, fp in members],
+        }
+    )
+
+
+def _decode_case(raw: bytes) -> CaseRecord:
+    d = orjson.loads(raw)
+    return CaseRecord(
+        case_id=d["case_id"],
+        category=d["category"],
+        first_at=datetime.fromisoformat(d["first_at"]),
+        last_at=datetime.fromisoformat(d["last_at"]),
+        lat=d["lat"],
+        lon=d["lon"],
+        kelurahan_code=d["kel"],
+        members=[(rid, _LazyFingerprint(text)) for rid, text in d["members"]],
+        size=d["size"],
+    )
+
+
+class RedisCaseGrouper:
+    def __init__(self, client: aioredis.Redis, namespace: str, policy: GroupingPolicy | None = None) -> None:
+        self.r = client
+        self.ns = namespace
+        self.policy = policy or GroupingPolicy()
+        # Cases stay in Redis a little longer than they can be joined.
+        self.ttl_s = int(self.policy.window.total_seconds() * 2)
+
+    def _k_case(self, case_id: str) -> str:
+        return f"{self.ns}:case:{case_id}"
+
+    def _k_cell(self, category: str, cell: str) -> str:
+        return f"{self.ns}:case:cell:{category}:{cell}"
+
+    def _k_kel(self, category: str, kel: str) -> str:
+        return f"{self.ns}:case:kel:{category}:{kel}"
+
+    def _k_decision(self, report_id: str) -> str:
+        return f"{self.ns}:case:decision:{report_id}"
+
+    def _bucket_keys(self, item: GroupItem) -> list[str]:
+        if not item.category:
+            return []
+        keys = []
+        if item.lat is not None and item.lon is not None:
+            cy, cx = _cell(item.lat, item.lon)
+            keys += [
+                self._k_cell(item.category, _cell_key((cy + dy, cx + dx)))
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            ]
+        if item.kelurahan_code:
+            keys.append(self._k_kel(item.category, item.kelurahan_code))
+        return keys
+
+    async def assign(self, items: Sequence[GroupItem]) -> list[CaseDecision]:
+        store = _TrackingStore()
+        bucket_keys = sorted({k for item in items for k in self._bucket_keys(item)})
+        pipe = self.r.pipeline(transaction=False)
+        since = min((i.at for i in items), default=None)
+        floor = (since - self.policy.window).timestamp() if since else 0
+        for key in bucket_keys:
+            pipe.zrevrangebyscore(key, "+inf", floor, start=0, num=BUCKET_LIMIT)
+        for item in items:
+            pipe.get(self._k_decision(item.report_id))
+        answers = await pipe.execute()
+        case_ids = sorted({cid.decode() for members in answers[: len(bucket_keys)] for cid in members})
+        for item, raw in zip(items, answers[len(bucket_keys) :], strict=True):
+            if raw:
+                store._decisions[item.report_id] = CaseDecision(**orjson.loads(raw))
+        if case_ids:
+            pipe = self.r.pipeline(transaction=False)
+            for cid in case_ids:
+                pipe.get(self._k_case(cid))
+            for raw in await pipe.execute():
+                if raw:
+                    case = _decode_case(raw)
+                    store.load(case, CaseIndex._cell_of(case))
+
+        index = CaseIndex(store, self.policy)
+        decisions = [index.assign(item) for item in items]
+        await self._persist(store.dirty_cases.values(), store.new_decisions)
+        return decisions
+
+    async def _persist(
+        self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
+    ) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for case, cell in cases:
+            pipe.set(self._k_case(case.case_id), _encode_case(case), ex=self.ttl_s)
+            score = {case.case_id: case.last_at.timestamp()}
+            buckets = [self._k_cell(case.category, cell)] if cell is not None else []
+            if case.kelurahan_code:
+                buckets.append(self._k_kel(case.category, case.kelurahan_code))
+            for key in buckets:
+                pipe.zadd(key, score)
+                pipe.expire(key, self.ttl_s)
+        for report_id, decision in decisions.items():
+            pipe.set(self._k_decision(report_id), orjson.dumps(asdict(decision)), ex=self.ttl_s)
+        await pipe.execute()
