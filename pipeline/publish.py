@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from .deadletter import DeadLetter
 from .envelope import RawRef, Report
+from .security import kafka_client_kwargs
 from .settings import Settings
 from .topics import Topics
 
@@ -25,7 +26,7 @@ class PublishError(RuntimeError):
 
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_kwargs(settings),
         client_id=client_id,
         enable_idempotence=True,
         acks="all",

@@ -14,10 +14,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Secrets that ship with the code for the local stack; production refuses to start with them.
 DEV_SECRETS = frozenset({"dev-only-reporter-key-change-me", "crm-dev-password", "dev-only-"})
+#: Kafka SCRAM password of the local SASL_SSL test broker (deploy/stack.sh KAFKA_SECURITY=sasl_ssl).
+DEV_KAFKA_PASSWORDS = frozenset({"crm-dev-kafka-password", "admin-dev-secret"})
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRM_", env_file=None, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        # CRM_<NAME>_FILE reads a secret from a file (pipeline/security.py); CRM_<NAME> wins over it.
+        from .security import FileSecretsSource
+
+        files = FileSecretsSource(settings_cls)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
 
     env: Literal["development", "test", "production"] = "development"
 
@@ -32,6 +44,16 @@ class Settings(BaseSettings):
     producer_linger_ms: int = 5
     producer_compression: Literal["none", "gzip", "lz4", "zstd"] = "gzip"
     produce_timeout_s: float = 10.0
+    # Kafka access (SECURITY.md): every producer, consumer, admin client and the Faust app use these.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle that signed the broker certificates")
+    kafka_ssl_check_hostname: bool = True
+    kafka_ssl_certfile: str | None = Field(None, description="client certificate (mutual TLS, optional)")
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
 
     # Redis (exact-dedup state) and PostgreSQL (the CRM store)
     redis_url: str = "redis://127.0.0.1:16379/0"
@@ -60,6 +82,21 @@ class Settings(BaseSettings):
 
     # Pseudonymous reporter ids are HMACs of contact details under this key.
     reporter_id_key: SecretStr = SecretStr("dev-only-reporter-key-change-me")
+    # Reporter contact details are AES-256-GCM encrypted in the CRM store (pipeline/security.py): base64
+    # of 32 random bytes (`openssl rand -base64 32`). Old keys stay for decryption (comma list).
+    contact_encryption_key: SecretStr = SecretStr("dev-only-contact-key")
+    contact_encryption_previous_keys: SecretStr | None = None
+
+    # Rate limits on push channels (pipeline/ratelimit.py, Redis token buckets). 0 = no limit.
+    rate_limit_enabled: bool = True
+    rate_limit_sender_per_min: float = Field(6.0, ge=0, description="reports per reporter per minute")
+    rate_limit_sender_burst: int = Field(10, ge=1, description="reports a reporter may send at once")
+    rate_limit_ip_per_min: float = Field(300.0, ge=0, description="requests per client IP per minute")
+    rate_limit_ip_burst: int = Field(100, ge=1)
+    rate_limit_ip_exempt: str = Field("", description="CIDRs without an IP limit (providers' webhooks)")
+    ingress_trusted_proxies: str = Field(
+        "", description="CIDRs of reverse proxies whose X-Forwarded-For names the client IP"
+    )
 
     # Push-channel secrets (issue #3). The defaults are for the local stack and tests only.
     jaki_token: SecretStr = SecretStr("dev-only-jaki-token")
@@ -169,9 +206,16 @@ class Settings(BaseSettings):
                     ("CRM_LAPOR_TOKEN", self.lapor_token.get_secret_value()),
                     ("CRM_NOTIFY_SMS_TOKEN", self.notify_sms_token.get_secret_value()),
                     ("CRM_API_KEYS", self.api_keys.get_secret_value()),
+                    ("CRM_CONTACT_ENCRYPTION_KEY", self.contact_encryption_key.get_secret_value()),
                 )
                 if any(secret in value for secret in DEV_SECRETS)
             ]
+            if self.kafka_sasl_password is not None and (
+                self.kafka_sasl_password.get_secret_value() in DEV_KAFKA_PASSWORDS
+            ):
+                used.append("CRM_KAFKA_SASL_PASSWORD")
+            if len(self.contact_encryption_key.get_secret_value()) < 32:
+                used.append("CRM_CONTACT_ENCRYPTION_KEY (needs 32 random bytes, base64)")
             if used:
                 raise ValueError(
                     f"refusing to start in production with development secrets: {', '.join(used)}"

@@ -32,6 +32,7 @@ from .notify.outbox import enqueue_status
 from .processors.normalise import mask_pii
 from .processors.route import load_router
 from .publish import Publisher, PublishError, make_producer
+from .security import kafka_client_kwargs
 from .settings import Settings
 from .status import DISPOSISI, OPEN311_STATUS, Escalation, StatusChange, StatusEvent, TransitionError
 from .status import check_transition as _check
@@ -336,7 +337,7 @@ class StatusConsumer:
         await self.service.start()
         self.consumer = AIOKafkaConsumer(
             self.topics.status,
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_client_kwargs(self.settings),
             group_id=f"{self.settings.status_group_id}-{self.settings.topic_namespace}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from .envelope import SCHEMA_MAJOR
+from .security import kafka_client_kwargs
 from .settings import Settings
 
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -118,7 +119,7 @@ def topic_specs(
 
 async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> dict[str, str]:
     """Create missing topics; report what exists with fewer partitions than asked. Idempotent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="crm-topics")
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="crm-topics")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -142,7 +143,7 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> dict[str,
 
 
 async def describe_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="crm-topics")
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="crm-topics")
     await admin.start()
     try:
         described = await admin.describe_topics(names)

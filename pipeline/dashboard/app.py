@@ -27,6 +27,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deadletter import DeadLetter
+from ..security import kafka_client_kwargs
 from ..settings import Settings, get_settings
 from ..topics import Topics
 from . import geo
@@ -89,7 +90,7 @@ class DeadLetterTail:
                     await asyncio.sleep(5)
                     continue
                 consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    **kafka_client_kwargs(self.settings),
                     group_id=None,
                     enable_auto_commit=False,
                     client_id="crm-dashboard",

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from ..security import kafka_client_kwargs
 from ..settings import Settings
 
 
@@ -13,7 +14,7 @@ async def check_kafka(settings: Settings, wait_s: float = 5.0) -> tuple[bool, st
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_kwargs(settings),
         client_id="crm-health",
         request_timeout_ms=int(wait_s * 1000),
     )

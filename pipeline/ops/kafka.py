@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from ..security import kafka_client_kwargs
 from ..settings import Settings
 
 
@@ -22,7 +23,7 @@ class Record:
 
 async def partitions_of(settings: Settings, topics: list[str]) -> dict[str, list[int]]:
     """Partition ids of each existing topic (missing topics are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="crm-ops")
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="crm-ops")
     await admin.start()
     try:
         described = await admin.describe_topics(topics)
@@ -41,7 +42,7 @@ async def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -
     if not parts:
         return []
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_kwargs(settings),
         enable_auto_commit=False,
         group_id=None,
         client_id="crm-ops-reader",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from ..security import kafka_client_kwargs
 from ..settings import Settings
 from ..sources.registry import channel_ids
 from ..topics import Topics
@@ -36,15 +37,13 @@ async def consumer_lag(
     tps = [TopicPartition(t, p) for t in topics for p in parts.get(t, [])]
     if not tps:
         return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="crm-ops-lag")
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="crm-ops-lag")
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
-    )
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(tps)
