@@ -1,1 +1,4 @@
-"""Stream processors as plain functions and small classes; Faust agents in ``pipeline.worker`` wire them up."""
+"""Stream processors as plain functions and small classes.
+
+The Faust agents in ``pipeline.worker`` only wire them up.
+"""

@@ -10,6 +10,8 @@ officer can merge.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -32,7 +34,10 @@ from .group import (
 #: members of a case kept for text comparison (the first and the latest few)
 KEEP_MEMBERS = 4
 #: open cases loaded per bucket (the most recently active): bounds the work per report
-BUCKET_LIMIT = 50
+BUCKET_LIMIT = 20
+#: a case another worker changed is re-read after at most this long (own changes are seen at once)
+CACHE_FRESH_S = 5.0
+CACHE_MAX = 50_000
 
 
 class _TrackingStore(MemoryCaseStore):
@@ -94,6 +99,8 @@ class RedisCaseGrouper:
         self.policy = policy or GroupingPolicy()
         # Cases stay in Redis a little longer than they can be joined.
         self.ttl_s = int(self.policy.window.total_seconds() * 2)
+        # Decoded cases kept between batches: case id -> (monotonic time read, record).
+        self._cache: OrderedDict[str, tuple[float, CaseRecord]] = OrderedDict()
 
     def _k_case(self, case_id: str) -> str:
         return f"{self.ns}:case:{case_id}"
@@ -129,27 +136,48 @@ class RedisCaseGrouper:
         since = min((i.at for i in items), default=None)
         floor = (since - self.policy.window).timestamp() if since else 0
         for key in bucket_keys:
-            pipe.zrevrangebyscore(key, "+inf", floor, start=0, num=BUCKET_LIMIT)
+            pipe.zrevrangebyscore(key, "+inf", floor, start=0, num=BUCKET_LIMIT, withscores=True)
         for item in items:
             pipe.get(self._k_decision(item.report_id))
         answers = await pipe.execute()
-        case_ids = sorted({cid.decode() for members in answers[: len(bucket_keys)] for cid in members})
+        latest: dict[str, float] = {}
+        for members in answers[: len(bucket_keys)]:
+            for cid, score in members:
+                latest[cid.decode()] = score
         for item, raw in zip(items, answers[len(bucket_keys) :], strict=True):
             if raw:
                 store._decisions[item.report_id] = CaseDecision(**orjson.loads(raw))
-        if case_ids:
+
+        now = time.monotonic()
+        stale = []
+        for cid, score in latest.items():
+            hit = self._cache.get(cid)
+            if hit is not None and now - hit[0] < CACHE_FRESH_S and hit[1].last_at.timestamp() >= score:
+                store.load(hit[1], CaseIndex._cell_of(hit[1]))
+            else:
+                stale.append(cid)
+        if stale:
             pipe = self.r.pipeline(transaction=False)
-            for cid in case_ids:
+            for cid in stale:
                 pipe.get(self._k_case(cid))
             for raw in await pipe.execute():
                 if raw:
                     case = _decode_case(raw)
+                    self._remember(case, now)
                     store.load(case, CaseIndex._cell_of(case))
 
         index = CaseIndex(store, self.policy)
         decisions = [index.assign(item) for item in items]
         await self._persist(store.dirty_cases.values(), store.new_decisions)
+        for case, _ in store.dirty_cases.values():
+            self._remember(case, now)
         return decisions
+
+    def _remember(self, case: CaseRecord, now: float) -> None:
+        self._cache[case.case_id] = (now, case)
+        self._cache.move_to_end(case.case_id)
+        while len(self._cache) > CACHE_MAX:
+            self._cache.popitem(last=False)
 
     async def _persist(
         self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
