@@ -35,6 +35,9 @@ test: install  ## the full test suite (starts the local stack itself when needed
 test-fast: install  ## skip the slow fault-injection suites
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+chaos: install  ## fault-injection suite on a private stack + 3-broker cluster (docs/chaos.md)
+	@$(PY) -m pytest -m chaos tests/chaos -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: install  ## ruff
 	@.venv/bin/ruff check pipeline tests bench examples
 	@.venv/bin/ruff format --check pipeline tests bench examples

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, description="worker /metrics /healthz /readyz port; 0 = off")
     dedup_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="how long a seen report id is remembered")
     dedup_text_window_s: int = Field(600, ge=0, description="same sender + same text within this window")
+    chaos_poison_marker: str | None = Field(
+        None, description="test only (tests/chaos): triage raises for texts containing it; off when unset"
+    )
 
     # Ingress (push channels)
     ingress_host: str = "127.0.0.1"

@@ -59,6 +59,10 @@ class Stages:
         self.chain = TriageChain()
         self.known_agencies = set(self.chain.router.agencies())  # type: ignore[attr-defined]
         self.known_kota = set(self.chain.router.kota_codes())  # type: ignore[attr-defined]
+        if settings.chaos_poison_marker:  # fault-injection suite only (pipeline/chaos.py); off by default
+            from .chaos import PoisonedChain
+
+            self.chain = PoisonedChain(self.chain, settings.chaos_poison_marker)  # type: ignore[assignment]
         self._started = asyncio.Lock()
         self.publisher: Publisher | None = None
         self.dedup: RedisDedupStore | None = None

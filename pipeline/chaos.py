@@ -1,0 +1,34 @@
+"""Test-only fault hooks for the fault-injection suite (tests/chaos). Off unless a setting turns them on.
+
+``CRM_CHAOS_POISON_MARKER``: the triage chain raises for any report whose text contains the marker,
+as a processor bug would. The worker then isolates that report, retries it a bounded number of times
+and dead-letters it while the rest of the batch flows on. Never set it in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .envelope import Report
+
+
+class PoisonError(RuntimeError):
+    """Raised on purpose by the chaos hook."""
+
+
+class PoisonedChain:
+    """Wraps a triage chain; raises for texts carrying the marker, delegates everything else."""
+
+    def __init__(self, chain: Any, marker: str) -> None:
+        self._chain = chain
+        self._marker = marker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+    def process(self, reports: Sequence[Report]) -> list[Report]:
+        for report in reports:
+            if self._marker in report.text:
+                raise PoisonError(f"chaos poison marker in report {report.report_id}")
+        return self._chain.process(reports)
