@@ -8,6 +8,10 @@
 #   deploy/stack.sh env      print the CRM_* settings that point at this stack
 #
 # Ports and paths can be overridden with STACK_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT, REDIS_PORT, PG_PORT.
+# `start|stop|status kafka` acts on Kafka only (e.g. a second, secured broker in its own STACK_DIR).
+# KAFKA_SECURITY=sasl_ssl renders a SASL_SSL listener (SCRAM-SHA-512 users created at format time, TLS
+# with a self-signed CA generated into $STACK_DIR/kafka/tls, ACLs enforced); `env` then prints the
+# CRM_KAFKA_SECURITY_* settings too. Passwords: KAFKA_ADMIN_PASSWORD, KAFKA_CRM_PASSWORD (dev defaults).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +25,9 @@ PG_PORT="${PG_PORT:-15432}"
 PG_USER=crm
 PG_DB=crm
 PG_PASSWORD="${PG_PASSWORD:-crm-dev-password}"
+KAFKA_SECURITY="${KAFKA_SECURITY:-plaintext}"
+KAFKA_ADMIN_PASSWORD="${KAFKA_ADMIN_PASSWORD:-admin-dev-secret}"
+KAFKA_CRM_PASSWORD="${KAFKA_CRM_PASSWORD:-crm-dev-kafka-password}"
 PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -57,14 +64,52 @@ kafka_fetch() {
   touch "$KAFKA_CACHE/.complete"
 }
 
+# Self-signed CA and broker keystore for KAFKA_SECURITY=sasl_ssl (once per stack dir).
+kafka_tls() { # dir
+  local tls="$1/tls"
+  [[ -f $tls/broker.p12 ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found"
+  mkdir -p "$tls"; chmod 700 "$tls"
+  openssl rand -hex 16 >"$tls/keystore.password"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=crm-pipeline local CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1 || die "openssl: CA"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/broker.key" \
+    -out "$tls/broker.csr" >/dev/null 2>&1 || die "openssl: broker key"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$tls/ext.cnf"
+  openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 825 -extfile "$tls/ext.cnf" -out "$tls/broker.pem" >/dev/null 2>&1 || die "openssl: sign"
+  openssl pkcs12 -export -in "$tls/broker.pem" -inkey "$tls/broker.key" -certfile "$tls/ca.pem" \
+    -name broker -out "$tls/broker.p12" -passout "file:$tls/keystore.password" || die "openssl: p12"
+  chmod 600 "$tls"/*
+  # Client config for the Kafka CLI tools (kafka-acls, kafka-configs, ...) as the admin user.
+  cat >"$1/admin.properties" <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$KAFKA_ADMIN_PASSWORD";
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.pem
+PROPS
+  chmod 600 "$1/admin.properties"
+}
+
 kafka_start() {
   local dir="$STACK_DIR/kafka" pidf="$STACK_DIR/kafka/kafka.pid"
   if pid_alive "$pidf" kafka.Kafka; then log "kafka already running (pid $(cat "$pidf"))"; return 0; fi
   port_open "$KAFKA_PORT" && die "127.0.0.1:$KAFKA_PORT is taken by a process this stack did not start"
   kafka_fetch
   mkdir -p "$dir/data" "$dir/logs"
+  local template="$ROOT/deploy/kafka/server.properties.in" scram=()
+  if [[ $KAFKA_SECURITY == sasl_ssl ]]; then
+    kafka_tls "$dir"
+    template="$ROOT/deploy/kafka/server-sasl_ssl.properties.in"
+    scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$KAFKA_ADMIN_PASSWORD]"
+      --add-scram "SCRAM-SHA-512=[name=crm,password=$KAFKA_CRM_PASSWORD]")
+  fi
   sed -e "s#@DATA@#$dir/data#" -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CPORT@#$KAFKA_CONTROLLER_PORT#g" \
-    "$ROOT/deploy/kafka/server.properties.in" >"$dir/server.properties"
+    -e "s#@TLS@#$dir/tls#g" -e "s#@ADMIN_PASSWORD@#$KAFKA_ADMIN_PASSWORD#g" \
+    -e "s#@KEYSTORE_PASSWORD@#$(cat "$dir/tls/keystore.password" 2>/dev/null)#g" \
+    "$template" >"$dir/server.properties"
+  chmod 600 "$dir/server.properties"
   local cp="$KAFKA_CACHE/lib/*"
   local jopts=(-Xms256m -Xmx1g -XX:+UseG1GC "-Dlog4j2.configurationFile=$ROOT/deploy/kafka/log4j2.xml"
     "-Dkafka.logs.dir=$dir/logs")
@@ -72,7 +117,7 @@ kafka_start() {
     local cluster_id
     cluster_id="$(java -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
     java -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-      -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || die "kafka storage format failed ($dir/logs/format.log)"
+      -c "$dir/server.properties" "${scram[@]}" >"$dir/logs/format.log" 2>&1 || die "kafka storage format failed ($dir/logs/format.log)"
   fi
   log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
   nohup java -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 9>&- &
@@ -149,6 +194,11 @@ stop_all() {
   stop_one kafka "$STACK_DIR/kafka/kafka.pid" kafka.Kafka
 }
 
+status_kafka() {
+  pid_alive "$STACK_DIR/kafka/kafka.pid" kafka.Kafka && port_open "$KAFKA_PORT" \
+    && echo "kafka    up   127.0.0.1:$KAFKA_PORT ($KAFKA_SECURITY)" || { echo "kafka    down"; return 1; }
+}
+
 status() {
   local ok=0
   pid_alive "$STACK_DIR/kafka/kafka.pid" kafka.Kafka && port_open "$KAFKA_PORT" && echo "kafka    up   127.0.0.1:$KAFKA_PORT" || { echo "kafka    down"; ok=1; }
@@ -163,6 +213,15 @@ CRM_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 CRM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 CRM_DATABASE_URL=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 EOF
+  if [[ $KAFKA_SECURITY == sasl_ssl ]]; then
+    cat <<EOF
+CRM_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+CRM_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+CRM_KAFKA_SASL_USERNAME=crm
+CRM_KAFKA_SASL_PASSWORD=$KAFKA_CRM_PASSWORD
+CRM_KAFKA_SSL_CAFILE=$STACK_DIR/kafka/tls/ca.pem
+EOF
+  fi
 }
 
 cmd="${1:-status}"
@@ -172,10 +231,14 @@ case "$cmd" in
     # One starter at a time (make demo and make test may race on a fresh machine); the servers
     # are started with fd 9 closed so they do not hold the lock after this script ends.
     exec 9>"$STACK_DIR/.lock"; flock 9
+    if [[ ${2:-} == kafka ]]; then kafka_start; status_kafka; exit; fi
     pg_start; redis_start; kafka_start
     status ;;
-  stop) mkdir -p "$STACK_DIR"; exec 9>"$STACK_DIR/.lock"; flock 9; stop_all ;;
-  status) status ;;
+  stop)
+    mkdir -p "$STACK_DIR"; exec 9>"$STACK_DIR/.lock"; flock 9
+    if [[ ${2:-} == kafka ]]; then stop_one kafka "$STACK_DIR/kafka/kafka.pid" kafka.Kafka; exit; fi
+    stop_all ;;
+  status) if [[ ${2:-} == kafka ]]; then status_kafka; else status; fi ;;
   env) print_env ;;
   *) die "usage: $0 start|stop|status|env" ;;
 esac
