@@ -198,3 +198,57 @@ def decrypt_contact_row(cipher: ContactCipher, row: dict[str, Any], report_id_ke
     for column in CONTACT_COLUMNS:
         if column in row:
             row[column] = cipher.decrypt(row[column], rid, column)
+
+
+def seal_contact(
+    cipher: ContactCipher,
+    report_id: str,
+    name: str | None,
+    email: str | None,
+    phone: str | None,
+    handle: str | None,
+) -> tuple[str | None, str | None, str | None, str | None, str]:
+    """(name, email, phone, handle, key id) as stored in ``reporter_contacts``."""
+    rid = str(report_id)
+    return (
+        cipher.encrypt(name, rid, "name"),
+        cipher.encrypt(email, rid, "email"),
+        cipher.encrypt(phone, rid, "phone"),
+        cipher.encrypt(handle, rid, "handle"),
+        cipher.key_id,
+    )
+
+
+async def encrypt_existing_contacts(settings: Settings) -> int:
+    """Encrypt contact rows stored in clear text (before migration 0003) or under an old key; idempotent.
+
+    Returns how many rows were rewritten. Afterwards the migration's CHECK constraint can be validated.
+    """
+    import psycopg
+    from psycopg.rows import dict_row
+
+    cipher = ContactCipher.from_settings(settings)
+    done = 0
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url.get_secret_value(), row_factory=dict_row
+    ) as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT report_id::text AS report_id, name, email, phone, handle FROM reporter_contacts "
+                "WHERE key_id IS DISTINCT FROM %s FOR UPDATE",
+                (cipher.key_id,),
+            )
+        ).fetchall()
+        for row in rows:
+            decrypt_contact_row(cipher, row)
+            sealed = seal_contact(
+                cipher, row["report_id"], row["name"], row["email"], row["phone"], row["handle"]
+            )
+            await conn.execute(
+                "UPDATE reporter_contacts SET name = %s, email = %s, phone = %s, handle = %s, key_id = %s "
+                "WHERE report_id = %s",
+                (*sealed, row["report_id"]),
+            )
+            done += 1
+        await conn.commit()
+    return done

@@ -50,8 +50,12 @@ def test_json_post_becomes_a_row_in_the_crm_store(iso, pipeline_url):
     channel, text, address, routed_to, state = found[0]
     assert channel == "web" and text.startswith("Lampu PJU") and "Cempaka Putih Timur" in address
     assert state == "Menunggu" and routed_to in {"agency", "triage"}
-    contact = iso.query("SELECT email FROM reporter_contacts WHERE report_id = %s", (body["report_id"],))
-    assert contact == [("warga.cempaka@example.com",)]
+    [(stored,)] = iso.query("SELECT email FROM reporter_contacts WHERE report_id = %s", (body["report_id"],))
+    from pipeline.security import ContactCipher  # contacts are encrypted at rest (issue #6)
+
+    assert stored.startswith("enc:v1:") and "cempaka" not in stored
+    cipher = ContactCipher.from_settings(iso.settings())
+    assert cipher.decrypt(stored, body["report_id"], "email") == "warga.cempaka@example.com"
 
 
 def test_the_same_post_twice_leaves_one_row(iso, pipeline_url):

@@ -27,6 +27,7 @@ from psycopg import AsyncCursor, sql
 from psycopg.rows import dict_row, tuple_row
 
 from ..envelope import utcnow
+from ..security import ContactCipher, DecryptError, decrypt_contact_row
 from ..settings import Settings
 from .messages import ack_text, status_text
 
@@ -163,6 +164,7 @@ class OutboxRunner:
 
         self.settings = settings
         self.senders = senders if senders is not None else default_senders(settings)
+        self.cipher = ContactCipher.from_settings(settings)  # contacts are encrypted at rest
 
     def backoff(self, attempts: int) -> timedelta:
         """Wait after the ``attempts``-th failure: +5 min, then every 30 min (capped there)."""
@@ -193,6 +195,12 @@ class OutboxRunner:
             }
             rows = await (await conn.execute(_DUE, (now, self.settings.notify_batch_size))).fetchall()
             for row in rows:
+                try:
+                    decrypt_contact_row(self.cipher, row)
+                except DecryptError as exc:
+                    n = Notification(**{**row, "email": None, "phone": None, "handle": None, "name": None})
+                    await self._failed(conn, n, SendError(str(exc), permanent=True), now, result)
+                    continue
                 n = Notification(**row)
                 if n.destination in paused:
                     result.deferred.append(n.outbox_id)

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ..envelope import Report
+from ..security import ContactCipher, seal_contact
 from ..settings import Settings
 from .base import BatchSink, PoisonRowError, TransientSinkError
 from .crm import record_intake
@@ -92,8 +93,8 @@ _INSERT_REPORT = (
     "ON CONFLICT DO NOTHING"
 )
 _INSERT_CONTACT = (
-    "INSERT INTO reporter_contacts (report_id, reporter_id, name, email, phone, handle) "
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (report_id) DO NOTHING"
+    "INSERT INTO reporter_contacts (report_id, reporter_id, name, email, phone, handle, key_id) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (report_id) DO NOTHING"
 )
 
 
@@ -145,6 +146,7 @@ class PostgresReportSink(BatchSink[Report]):
 
     def __init__(self, settings: Settings) -> None:
         self.dsn = settings.database_url.get_secret_value()
+        self.cipher = ContactCipher.from_settings(settings)  # contacts are encrypted at rest (0003)
         self._conn: psycopg.AsyncConnection | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection:
@@ -164,10 +166,14 @@ class PostgresReportSink(BatchSink[Report]):
                     (
                         r.report_id,
                         r.reporter.id,
-                        r.contact.name,
-                        r.contact.email,
-                        r.contact.phone,
-                        r.contact.handle,
+                        *seal_contact(
+                            self.cipher,
+                            r.report_id,
+                            r.contact.name,
+                            r.contact.email,
+                            r.contact.phone,
+                            r.contact.handle,
+                        ),
                     )
                     for r in batch
                     if r.contact is not None
