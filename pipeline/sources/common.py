@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -117,3 +118,70 @@ def parse_bool(value: Any) -> bool:
     if value is None:
         return False
     return str(value).strip().lower() in {"1", "true", "yes", "ya", "on", "y"}
+
+
+def field(data: dict[str, Any], aliases: dict[str, tuple[str, ...]], key: str) -> Any:
+    """The first non-empty value among the names a field goes by (``aliases[key]``)."""
+    for alias in aliases[key]:
+        if alias in data and data[alias] not in (None, ""):
+            return data[alias]
+    return None
+
+
+def text_value(value: Any, name: str, max_len: int) -> str | None:
+    """A text field: scalars only, stripped, at most ``max_len`` characters; empty becomes None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise Rejected(f"{name} must be text", code="bad_field", field=name)
+    out = str(value).strip()
+    if len(out) > max_len:
+        raise Rejected(
+            f"{name} is too long ({len(out)} characters, at most {max_len})", code="too_long", field=name
+        )
+    return out or None
+
+
+def parse_lat_lon(lat: Any, lon: Any) -> tuple[float, float] | None:
+    """Both coordinates or neither, numeric and inside DKI Jakarta; None when none were sent."""
+    if (lat is None) != (lon is None):
+        raise Rejected("send both latitude and longitude, or neither", code="bad_coordinates", field="lat")
+    if lat is None:
+        return None
+    point = parse_coordinate(lat, "lat"), parse_coordinate(lon, "lon")
+    if not in_jakarta(*point):
+        raise Rejected(
+            f"coordinates ({point[0]}, {point[1]}) are outside DKI Jakarta",
+            code="bad_coordinates",
+            field="lat",
+        )
+    return point
+
+
+def header(request: InboundRequest, name: str) -> str | None:
+    """A header by name, case-insensitively (aiohttp's headers are; a plain dict in a unit test is not)."""
+    value = request.headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, val in request.headers.items():
+        if key.lower() == lowered:
+            return val
+    return None
+
+
+def parse_timestamp(value: Any, name: str) -> datetime | None:
+    """ISO 8601 with a zone (a ``Z`` suffix too); a naive timestamp is ambiguous and refused."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Rejected(f"{name} must be an ISO 8601 timestamp", code="bad_timestamp", field=name)
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Rejected(
+            f"{name} {value!r} is not an ISO 8601 timestamp", code="bad_timestamp", field=name
+        ) from None
+    if parsed.tzinfo is None:
+        raise Rejected(f"{name} {value!r} has no timezone (e.g. +07:00)", code="bad_timestamp", field=name)
+    return parsed

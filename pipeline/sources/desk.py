@@ -38,8 +38,16 @@ import orjson
 from ..envelope import Contact, Location, Report, Reporter, reporter_pseudonym
 from ..settings import Settings
 from .base import InboundRequest, PushResult, PushSource, Rejected
-from .common import normalise_email, normalise_phone, parse_body, parse_bool
-from .jaki import header, parse_timestamp
+from .common import (
+    field,
+    header,
+    normalise_email,
+    normalise_phone,
+    parse_body,
+    parse_bool,
+    parse_timestamp,
+    text_value,
+)
 
 MIN_TEXT, MAX_TEXT = 10, 5000
 GAZETTEER_CSV = Path(__file__).resolve().parents[1] / "data" / "jakarta_wilayah_gazetteer.csv"
@@ -115,24 +123,11 @@ def load_credentials(settings: Settings) -> list[tuple[bytes, Credential]]:
 
 
 def _field(data: dict[str, Any], key: str) -> Any:
-    for alias in ALIASES[key]:
-        if alias in data and data[alias] not in (None, ""):
-            return data[alias]
-    return None
+    return field(data, ALIASES, key)
 
 
 def _text(data: dict[str, Any], key: str, max_len: int) -> str | None:
-    value = _field(data, key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise Rejected(f"{key} must be text", code="bad_field", field=key)
-    value = str(value).strip()
-    if len(value) > max_len:
-        raise Rejected(
-            f"{key} is too long ({len(value)} characters, at most {max_len})", code="too_long", field=key
-        )
-    return value or None
+    return text_value(_field(data, key), key, max_len)
 
 
 def build_entry_report(

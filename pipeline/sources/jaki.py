@@ -21,12 +21,11 @@ Body (field aliases in brackets)::
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..envelope import Attachment, Contact, Location, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
-from .common import in_jakarta, is_url, parse_body, parse_bool, parse_coordinate
+from .common import field, header, is_url, parse_body, parse_bool, parse_lat_lon, parse_timestamp, text_value
 
 MAX_TEXT = 5000
 MAX_PHOTOS = 10
@@ -44,18 +43,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def header(request: InboundRequest, name: str) -> str | None:
-    """A header by name, case-insensitively (aiohttp's headers are; a plain dict in a unit test is not)."""
-    value = request.headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, val in request.headers.items():
-        if key.lower() == lowered:
-            return val
-    return None
-
-
 def check_bearer(request: InboundRequest, expected: str) -> None:
     """401 when no bearer token is sent, 403 when it is not ``expected`` (constant-time compare)."""
     auth = header(request, "Authorization") or ""
@@ -66,43 +53,6 @@ def check_bearer(request: InboundRequest, expected: str) -> None:
         )
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         raise Rejected("the bearer token is not valid for this channel", status=403, code="forbidden")
-
-
-def field(data: dict[str, Any], aliases: dict[str, tuple[str, ...]], key: str) -> Any:
-    for alias in aliases[key]:
-        if alias in data and data[alias] not in (None, ""):
-            return data[alias]
-    return None
-
-
-def text_value(value: Any, name: str, max_len: int) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise Rejected(f"{name} must be text", code="bad_field", field=name)
-    out = str(value).strip()
-    if len(out) > max_len:
-        raise Rejected(
-            f"{name} is too long ({len(out)} characters, at most {max_len})", code="too_long", field=name
-        )
-    return out or None
-
-
-def parse_timestamp(value: Any, name: str) -> datetime | None:
-    """ISO 8601 with a zone (a ``Z`` suffix too); a naive timestamp is ambiguous and refused."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise Rejected(f"{name} must be an ISO 8601 timestamp", code="bad_timestamp", field=name)
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise Rejected(
-            f"{name} {value!r} is not an ISO 8601 timestamp", code="bad_timestamp", field=name
-        ) from None
-    if parsed.tzinfo is None:
-        raise Rejected(f"{name} {value!r} has no timezone (e.g. +07:00)", code="bad_timestamp", field=name)
-    return parsed
 
 
 class JakiSource(PushSource):
@@ -139,18 +89,9 @@ class JakiSource(PushSource):
             lat = nested.get("lat", nested.get("latitude"))
             lon = nested.get("lon", nested.get("lng", nested.get("longitude")))
             location.address = text_value(nested.get("address"), "location.address", 1000)
-        if (lat is None) != (lon is None):
-            raise Rejected(
-                "send both latitude and longitude, or neither", code="bad_coordinates", field="lat"
-            )
-        if lat is not None:
-            location.lat, location.lon = parse_coordinate(lat, "lat"), parse_coordinate(lon, "lon")
-            if not in_jakarta(location.lat, location.lon):
-                raise Rejected(
-                    f"coordinates ({location.lat}, {location.lon}) are outside DKI Jakarta",
-                    code="bad_coordinates",
-                    field="lat",
-                )
+        point = parse_lat_lon(lat, lon)
+        if point is not None:
+            location.lat, location.lon = point
         if location.address is None:
             location.address = text_value(data.get("address"), "address", 1000)
 

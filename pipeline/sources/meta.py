@@ -28,7 +28,7 @@ import orjson
 
 from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
-from .jaki import header
+from .common import header
 
 MAX_TEXT = 20000
 SIGNATURE_HEADER = "X-Hub-Signature-256"

@@ -34,8 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
-from .common import decode_utf8, is_url, normalise_phone, parse_body
-from .jaki import header, parse_timestamp
+from .common import decode_utf8, header, is_url, normalise_phone, parse_body, parse_timestamp
 
 MAX_TEXT = 5000
 MAX_PARTS = 20

@@ -14,13 +14,14 @@ from typing import Any, ClassVar
 from ..envelope import Attachment, Contact, Location, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
 from .common import (
-    in_jakarta,
+    field,
     is_url,
     normalise_email,
     normalise_phone,
     parse_body,
     parse_bool,
-    parse_coordinate,
+    parse_lat_lon,
+    text_value,
 )
 
 MIN_TEXT, MAX_TEXT = 10, 5000
@@ -42,24 +43,11 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def _field(data: dict[str, Any], key: str) -> Any:
-    for alias in ALIASES[key]:
-        if alias in data and data[alias] not in (None, ""):
-            return data[alias]
-    return None
+    return field(data, ALIASES, key)
 
 
 def _text_field(data: dict[str, Any], key: str, max_len: int) -> str | None:
-    value = _field(data, key)
-    if value is None:
-        return None
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise Rejected(f"{key} must be text", code="bad_field", field=key)
-    value = str(value).strip()
-    if len(value) > max_len:
-        raise Rejected(
-            f"{key} is too long ({len(value)} characters, at most {max_len})", code="too_long", field=key
-        )
-    return value or None
+    return text_value(_field(data, key), key, max_len)
 
 
 class WebFormSource(PushSource):
@@ -102,19 +90,9 @@ class WebFormSource(PushSource):
                 ) from None
 
         location = Location(address=_text_field(data, "address", 1000))
-        lat, lon = _field(data, "lat"), _field(data, "lon")
-        if (lat is None) != (lon is None):
-            raise Rejected(
-                "send both latitude and longitude, or neither", code="bad_coordinates", field="lat"
-            )
-        if lat is not None:
-            location.lat, location.lon = parse_coordinate(lat, "lat"), parse_coordinate(lon, "lon")
-            if not in_jakarta(location.lat, location.lon):
-                raise Rejected(
-                    f"coordinates ({location.lat}, {location.lon}) are outside DKI Jakarta",
-                    code="bad_coordinates",
-                    field="lat",
-                )
+        point = parse_lat_lon(_field(data, "lat"), _field(data, "lon"))
+        if point is not None:
+            location.lat, location.lon = point
 
         raw_attachments = _field(data, "attachments") or []
         if isinstance(raw_attachments, str):
