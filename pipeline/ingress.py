@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from .deadletter import DeadLetter
 from .publish import Publisher, PublishError, make_producer
+from .ratelimit import Decision, RateLimiter
 from .settings import Settings, get_settings
 from .sources.base import InboundRequest, PushSource, Rejected
 from .sources.registry import discover
@@ -37,6 +38,7 @@ LATENCY = Histogram(
 )
 
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher", Publisher)
+LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -94,6 +96,40 @@ def _handler(adapter: PushSource, settings: Settings):
         except PublishError:
             log.error("dead letter for channel %s could not be published (%s): %s", channel, code, reason)
 
+    async def throttle(
+        publisher: Publisher,
+        body: bytes,
+        ctype: str | None,
+        decision: Decision,
+        ids: list[str],
+        ip: str | None,
+    ) -> None:
+        """A throttled request or report is flagged, not dropped: counted and dead-lettered (rate_limited)."""
+        REJECTED.labels(channel, "rate_limited").inc()
+        log.warning("throttled %s (%s rate limit)", channel, decision.scope, extra={"report_id": ids[:1]})
+        letter = DeadLetter.build(
+            raw=body,
+            cap=settings.dead_letter_raw_cap_bytes,
+            channel=channel,
+            stage="ingress",
+            code="rate_limited",
+            reason=f"{decision.scope} rate limit exceeded; retry after {decision.retry_after_s}s",
+            content_type=ctype,
+            report_id=ids[0] if ids else None,
+            meta={"scope": decision.scope, "report_ids": ids, "client_ip": ip},
+        )
+        try:
+            await publisher.dead_letter(letter)
+        except PublishError:
+            log.error("rate-limited request on %s could not be dead-lettered", channel)
+
+    def too_many(decision: Decision) -> web.Response:
+        return _json(
+            429,
+            {"error": "too many reports; please retry later", "code": "rate_limited"},
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+
     async def handle(request: web.Request) -> web.Response:
         publisher = request.app[PUBLISHER]
         with LATENCY.labels(channel).time():
@@ -122,6 +158,13 @@ def _handler(adapter: PushSource, settings: Settings):
                 log.warning("refused %s request from %s: %s", channel, request.remote, exc.code)
                 return _json(exc.status, {"error": exc.reason, "code": exc.code})
 
+            limiter = request.app[LIMITER]
+            client_ip = limiter.client_ip(request.remote, request.headers)
+            decision = await limiter.check_ip(channel, client_ip)
+            if not decision.allowed:
+                await throttle(publisher, body, ctype, decision, [], client_ip)
+                return too_many(decision)
+
             try:
                 result = adapter.parse(inbound)
             except Rejected as exc:
@@ -133,6 +176,20 @@ def _handler(adapter: PushSource, settings: Settings):
                 REJECTED.labels(channel, "adapter_error").inc()
                 await dead_letter(publisher, body, ctype, "adapter_error", f"adapter raised {exc!r}")
                 return _json(400, {"error": "the request could not be processed", "code": "adapter_error"})
+
+            limited: list[tuple[str, Decision]] = []
+            kept = []
+            for report in result.reports:
+                verdict = await limiter.check_sender(channel, report.reporter.id)
+                if verdict.allowed:
+                    kept.append(report)
+                else:
+                    limited.append((report.report_id, verdict))
+            if limited:
+                await throttle(publisher, body, ctype, limited[0][1], [i for i, _ in limited], client_ip)
+                if not kept:
+                    return too_many(limited[0][1])
+                result.reports = kept  # a batch (Meta): the other senders' reports go on
 
             try:
                 if result.reports:
@@ -206,10 +263,12 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
         producer = make_producer(settings, client_id="crm-ingress")
         await producer.start()
         app[PUBLISHER] = Publisher(settings, producer)
+        app[LIMITER] = RateLimiter(settings)
         try:
             yield
         finally:
             await producer.stop()
+            await app[LIMITER].aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     rate_limit_sender_burst: int = Field(10, ge=1, description="reports a reporter may send at once")
     rate_limit_ip_per_min: float = Field(300.0, ge=0, description="requests per client IP per minute")
     rate_limit_ip_burst: int = Field(100, ge=1)
-    rate_limit_ip_exempt: str = Field("", description="CIDRs without an IP limit (providers' webhooks)")
+    rate_limit_ip_exempt: str = Field(
+        "127.0.0.0/8,::1/128", description="CIDRs without an IP limit (local tools, webhook relays)"
+    )
     ingress_trusted_proxies: str = Field(
         "", description="CIDRs of reverse proxies whose X-Forwarded-For names the client IP"
     )
