@@ -172,10 +172,14 @@ class TwitterSender:
             client.session = _RebasedSession(http, self.s.notify_twitter_api_base)  # type: ignore[assignment]
             try:
                 if kind == "tweet" and not n.private:
-                    resp = await client.create_tweet(text=n.body[:280], in_reply_to_tweet_id=item_id)
+                    resp = await client.create_tweet(
+                        text=n.body[:280], in_reply_to_tweet_id=item_id, user_auth=False
+                    )
                     return str(resp.data["id"])
                 participant = await self._participant(client, n)
-                resp = await client.create_direct_message(participant_id=participant, text=n.body)
+                resp = await client.create_direct_message(
+                    participant_id=participant, text=n.body, user_auth=False
+                )
                 return str((resp.data or {}).get("dm_event_id", ""))
             except HTTPException as exc:
                 status = getattr(exc.response, "status", 0) or 0
