@@ -38,7 +38,10 @@ def show(agency: str, queue: dict[str, dict]) -> None:
         )
 
 
-async def main(agency: str, bootstrap: str, namespace: str, group: str | None) -> None:
+async def main(
+    agency: str, bootstrap: str, namespace: str, group: str | None, once: float | None = None
+) -> dict[str, dict]:
+    """Follow the queue; with ``once``, stop after ``once`` seconds without news and return it."""
     routed = f"{namespace}.routed.agency.{slug(agency)}.v1"
     changes = f"{namespace}.status-changes.v1"
     consumer = AIOKafkaConsumer(
@@ -51,26 +54,41 @@ async def main(agency: str, bootstrap: str, namespace: str, group: str | None) -
     )
     await consumer.start()
     queue: dict[str, dict] = {}
+    closed: set[str] = set()
+    changes: dict[str, dict] = {}  # report id -> its latest status change
+    quiet_since = asyncio.get_running_loop().time()
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
             touched = False
+            if once is not None:
+                now = asyncio.get_running_loop().time()
+                if batch:
+                    quiet_since = now
+                elif now - quiet_since >= once and consumer.assignment():
+                    show(agency, queue)
+                    print(f"({len(closed)} report(s) closed or forwarded away while reading)")
+                    return queue
             for tp, records in batch.items():
                 for rec in records:
                     value = json.loads(rec.value)
                     rid = value.get("report_id")
                     if tp.topic == routed:
-                        if rid not in queue:
+                        if rid not in queue and rid not in closed:
                             queue[rid] = value
                             touched = True
-                    elif rid in queue:
-                        gone = value["to_status"] in CLOSED or value.get("agency") not in (None, agency)
-                        if gone:
-                            del queue[rid]
-                        else:
-                            queue[rid]["_status"] = value["to_status"]
+                    else:  # the topics interleave freely: keep the latest change, apply it below
+                        changes[rid] = value
                         touched = True
-            if touched:
+            for rid, change in changes.items():
+                if rid not in queue:
+                    continue
+                if change["to_status"] in CLOSED or change.get("agency") not in (None, agency):
+                    del queue[rid]
+                    closed.add(rid)
+                else:
+                    queue[rid]["_status"] = change["to_status"]
+            if touched and once is None:
                 show(agency, queue)
     finally:
         await consumer.stop()
@@ -82,8 +100,16 @@ if __name__ == "__main__":
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
     parser.add_argument("--namespace", default="crm")
     parser.add_argument("--group", default=None, help="consumer group (commit offsets); default: none")
+    parser.add_argument(
+        "--once",
+        nargs="?",
+        type=float,
+        const=3.0,
+        default=None,
+        help="print the queue once nothing new came for this many seconds (default 3), then exit",
+    )
     args = parser.parse_args()
     try:
-        asyncio.run(main(args.agency, args.bootstrap, args.namespace, args.group))
+        asyncio.run(main(args.agency, args.bootstrap, args.namespace, args.group, args.once))
     except KeyboardInterrupt:
         pass

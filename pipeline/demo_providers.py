@@ -1,0 +1,310 @@
+"""Small local stand-ins for the providers ``make demo`` talks to, all on 127.0.0.1.
+
+One aiohttp app serves, under path prefixes (so one port is enough):
+
+* ``/x``      — the X API v2 as the ``twitter`` poll adapter and the notifier use it: ``GET /2/users/me``,
+  ``/2/users/:id/mentions`` (``since_id``, ``max_results``, ``pagination_token``), ``/2/dm_events``,
+  ``/2/users/by/username/:name``, and the write calls ``POST /2/tweets`` and
+  ``POST /2/dm_conversations/with/:id/messages``. Same recorded shapes as ``tests/test_source_twitter.py``
+  (``data`` / ``includes.users`` / ``meta`` with ``newest_id``, ``oldest_id``, ``result_count``).
+* ``/lapor``  — the SP4N-LAPOR! integration API (``GET /v1/integrasi/laporan`` with ``updated_since``,
+  ``after_id``, ``limit``, ``meta.has_more``), as ``pipeline/sources/lapor.py`` documents it.
+* ``/sms``    — the SMS gateway's send API (``POST /v1/send``) the notifier answers SMS reporters with.
+* ``/graph``  — the Meta Graph API calls of the notifier (``POST /<version>/<id>/comments``,
+  ``POST /<version>/me/messages``).
+
+Tokens are checked like the real providers do (401 without the right bearer/header). Everything sent
+back to citizens is kept in :attr:`Providers.outbound` and passed to ``on_outbound``.
+
+:class:`MailSink` is a real SMTP server (aiosmtpd) standing in for the city's mail relay: it keeps
+every mail the pipeline sends (the gateway's acknowledgement and the notifier's status mails).
+
+``python -m pipeline.demo_providers --port 18190 --smtp-port 12526`` runs both alone (for trying the
+poll channels by hand); ``pipeline.demo`` runs them in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.policy
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+ME = "1316286174"  # the numeric id of @DKIJakarta in the simulated X API
+LAPOR_PATH = "/v1/integrasi/laporan"
+
+
+def snowflake(offset: int = 0) -> int:
+    """An X-like id that grows with time, so ids of a later demo run sort after earlier ones."""
+    return ((int(time.time() * 1000) - 1288834974657) << 22) + offset
+
+
+def _x_error(status: int, title: str) -> web.Response:
+    return web.json_response(
+        {"title": title, "detail": title, "type": "about:blank", "status": status}, status=status
+    )
+
+
+@dataclass
+class Outbound:
+    """A message the pipeline sent back to a citizen through a provider."""
+
+    provider: str  # x-reply | x-dm | sms | meta
+    to: str
+    text: str
+
+
+@dataclass
+class Providers:
+    x_token: str
+    lapor_token: str
+    lapor_header: str = "X-Lapor-Token"
+    mentions: list[dict[str, Any]] = field(default_factory=list)
+    dms: list[dict[str, Any]] = field(default_factory=list)
+    users: dict[str, dict[str, str]] = field(default_factory=dict)
+    lapor_items: list[dict[str, Any]] = field(default_factory=list)
+    outbound: list[Outbound] = field(default_factory=list)
+    on_outbound: Callable[[Outbound], None] | None = None
+    calls: dict[str, int] = field(default_factory=dict)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    # ---------------------------------------------------------------------------------------- app
+    def app(self) -> web.Application:
+        app = web.Application()
+        r = app.router
+        r.add_get("/healthz", lambda _req: web.json_response({"status": "ok"}))
+        r.add_get("/x/2/users/me", self.x_me)
+        r.add_get("/x/2/users/by/username/{username}", self.x_user_by_name)
+        r.add_get("/x/2/users/{id}/mentions", self.x_mentions)
+        r.add_get("/x/2/dm_events", self.x_dm_events)
+        r.add_post("/x/2/tweets", self.x_create_tweet)
+        r.add_post("/x/2/dm_conversations/with/{id}/messages", self.x_create_dm)
+        r.add_get("/lapor" + LAPOR_PATH, self.lapor)
+        r.add_post("/sms/v1/send", self.sms_send)
+        r.add_post("/graph/{version}/{target:.+}", self.graph)
+        return app
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def _sent(self, provider: str, to: str, text: str) -> None:
+        out = Outbound(provider, to, text)
+        self.outbound.append(out)
+        if self.on_outbound is not None:
+            self.on_outbound(out)
+
+    @staticmethod
+    def _bearer(request: web.Request) -> str | None:
+        value = request.headers.get("Authorization", "")
+        return value[7:] if value.startswith("Bearer ") else None
+
+    # ------------------------------------------------------------------------------------ X API v2
+    def _x_auth(self, request: web.Request) -> web.Response | None:
+        return None if self._bearer(request) == self.x_token else _x_error(401, "Unauthorized")
+
+    async def x_me(self, request: web.Request) -> web.Response:
+        self._count("x.me")
+        return self._x_auth(request) or web.json_response(
+            {"data": {"id": ME, "name": "Pemprov DKI Jakarta", "username": "DKIJakarta"}}
+        )
+
+    async def x_user_by_name(self, request: web.Request) -> web.Response:
+        if self._bearer(request) is None:
+            return _x_error(401, "Unauthorized")
+        name = request.match_info["username"]
+        for user in self.users.values():
+            if user["username"].lower() == name.lower():
+                return web.json_response({"data": user})
+        return web.json_response({"errors": [{"detail": f"Could not find user: {name}"}]})
+
+    def _x_page(self, items: list[dict[str, Any]], request: web.Request, author_key: str) -> web.Response:
+        size = int(request.query.get("max_results", "10"))
+        start = int(request.query.get("pagination_token", "p0").removeprefix("p") or 0)
+        chunk = items[start : start + size]
+        body: dict[str, Any] = {"meta": {"result_count": len(chunk)}}
+        if chunk:
+            authors = {i.get(author_key) for i in chunk}
+            body["data"] = chunk
+            body["includes"] = {"users": [self.users[a] for a in authors if a in self.users]}
+            body["meta"].update({"newest_id": chunk[0]["id"], "oldest_id": chunk[-1]["id"]})
+        if start + size < len(items):
+            body["meta"]["next_token"] = f"p{start + size}"
+        return web.json_response(body)
+
+    async def x_mentions(self, request: web.Request) -> web.Response:
+        self._count("x.mentions")
+        if (denied := self._x_auth(request)) is not None:
+            return denied
+        if request.match_info["id"] != ME:
+            return _x_error(403, "Forbidden")
+        items = sorted(self.mentions, key=lambda t: int(t["id"]), reverse=True)
+        since = request.query.get("since_id")
+        if since:
+            items = [t for t in items if int(t["id"]) > int(since)]
+        return self._x_page(items, request, "author_id")
+
+    async def x_dm_events(self, request: web.Request) -> web.Response:
+        self._count("x.dm_events")
+        if (denied := self._x_auth(request)) is not None:
+            return denied
+        items = sorted(self.dms, key=lambda t: int(t["id"]), reverse=True)
+        return self._x_page(items, request, "sender_id")
+
+    async def x_create_tweet(self, request: web.Request) -> web.Response:
+        if self._bearer(request) is None:
+            return _x_error(401, "Unauthorized")
+        body = await request.json()
+        reply_to = (body.get("reply") or {}).get("in_reply_to_tweet_id", "")
+        tid = str(snowflake(next(self._ids)))
+        self._sent("x-reply", f"tweet {reply_to}", body.get("text", ""))
+        return web.json_response({"data": {"id": tid, "text": body.get("text", "")}}, status=201)
+
+    async def x_create_dm(self, request: web.Request) -> web.Response:
+        if self._bearer(request) is None:
+            return _x_error(401, "Unauthorized")
+        body = await request.json()
+        participant = request.match_info["id"]
+        eid = str(snowflake(next(self._ids)))
+        self._sent("x-dm", f"x user {participant}", body.get("text", ""))
+        return web.json_response(
+            {"data": {"dm_conversation_id": f"{ME}-{participant}", "dm_event_id": eid}}, status=201
+        )
+
+    # --------------------------------------------------------------------------------- LAPOR! 1708
+    async def lapor(self, request: web.Request) -> web.Response:
+        from .sources.lapor import position
+
+        self._count("lapor")
+        if request.headers.get(self.lapor_header) != self.lapor_token:
+            return web.json_response({"error": "invalid token"}, status=401)
+        limit = int(request.query.get("limit", "100"))
+        ordered = sorted(self.lapor_items, key=lambda i: position(i["updated_at"], str(i["id"])))
+        if "updated_since" in request.query:
+            floor = position(request.query["updated_since"], request.query.get("after_id", ""))
+            ordered = [i for i in ordered if position(i["updated_at"], str(i["id"])) > floor]
+        return web.json_response(
+            {"data": ordered[:limit], "meta": {"has_more": len(ordered) > limit, "limit": limit}}
+        )
+
+    # ----------------------------------------------------------------------- notifier destinations
+    async def sms_send(self, request: web.Request) -> web.Response:
+        if self._bearer(request) is None:
+            return web.json_response({"error": "missing token"}, status=401)
+        body = await request.json()
+        self._sent("sms", str(body.get("to")), str(body.get("text", "")))
+        return web.json_response({"id": f"sms-{next(self._ids)}", "status": "queued"})
+
+    async def graph(self, request: web.Request) -> web.Response:
+        if self._bearer(request) is None:
+            return web.json_response({"error": {"message": "missing token", "code": 190}}, status=401)
+        body = await request.json()
+        target = request.match_info["target"]
+        if target == "me/messages":
+            recipient = body.get("recipient") or {}
+            to = (
+                f"private reply to comment {recipient['comment_id']}"
+                if "comment_id" in recipient
+                else (f"Messenger user {recipient.get('id')}")
+            )
+            text = (body.get("message") or {}).get("text", "")
+        else:
+            to, text = f"comment under {target.removesuffix('/comments')}", body.get("message", "")
+        self._sent("meta", to, text)
+        return web.json_response({"id": f"{target.split('/')[0]}_{next(self._ids)}"})
+
+
+class _Mailbox:
+    def __init__(self, on_mail: Callable[[EmailMessage], None] | None) -> None:
+        self.messages: list[EmailMessage] = []
+        self.lock = threading.Lock()
+        self.on_mail = on_mail
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(msg)  # type: ignore[arg-type]
+        if self.on_mail is not None:
+            self.on_mail(msg)  # type: ignore[arg-type]
+        return "250 2.0.0 OK"
+
+
+class MailSink:
+    """A real SMTP server (aiosmtpd, own thread) standing in for the city's outgoing mail relay."""
+
+    def __init__(self, port: int, on_mail: Callable[[EmailMessage], None] | None = None) -> None:
+        self.port = port
+        self.mailbox = _Mailbox(on_mail)
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=port)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        with self.mailbox.lock:
+            return list(self.mailbox.messages)
+
+    def start(self) -> MailSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def first_line(msg: EmailMessage) -> str:
+    part = msg.get_body(preferencelist=("plain", "html"))
+    text = part.get_content() if part is not None else ""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+async def start_http(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+def main() -> int:  # pragma: no cover - manual use
+    from .settings import get_settings
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=18190)
+    parser.add_argument("--smtp-port", type=int, default=12526)
+    args = parser.parse_args()
+    s = get_settings()
+    providers = Providers(
+        x_token=s.twitter_bearer_token.get_secret_value(),
+        lapor_token=s.lapor_token.get_secret_value(),
+        lapor_header=s.lapor_token_header,
+        on_outbound=lambda o: print(f"[{o.provider}] to {o.to}: {o.text}", flush=True),
+    )
+    sink = MailSink(args.smtp_port, lambda m: print(f"[mail] {m['To']}: {m['Subject']}", flush=True)).start()
+
+    async def run() -> None:
+        runner = await start_http(providers.app(), args.port)
+        where = f"http://127.0.0.1:{args.port} (/x /lapor /sms /graph)"
+        print(f"providers on {where}, SMTP sink on {args.smtp_port}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
