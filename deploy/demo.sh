@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
-LOGS="$ROOT/.stack/demo"
+LOGS="${DEMO_LOGS:-$ROOT/.stack/demo}"
 mkdir -p "$LOGS"
 
 started_stack=0

@@ -744,10 +744,10 @@ async def run_demo(args: argparse.Namespace) -> int:
     reporter = f"dewi.lestari+{tag}@example.com"
 
     def on_mail(msg: EmailMessage) -> None:
-        say(f"   [mail → {msg['To']}] {msg['Subject']} | {first_line(msg)[:90]}")
+        say(f"   [mail → {msg['To']}] {msg['Subject']} | {first_line(msg)[:110]}")
 
     def on_outbound(o: Outbound) -> None:
-        say(f"   [{o.provider} → {o.to}] {o.text[:100]}")
+        say(f"   [{o.provider} → {o.to}] {o.text[:160]}")
 
     providers = Providers(
         x_token=settings.twitter_bearer_token.get_secret_value(),
@@ -806,9 +806,10 @@ async def run_demo(args: argparse.Namespace) -> int:
             say(f"\n== 3. {AGENCY}'s queue ==")
             code, lines = await agency_topic(run)
             say(f"[agency]   examples/agency_consumer.py '{AGENCY}' --once (routed topic) -> exit {code}")
-            for line in lines[-12:]:
-                say(f"           {line}")
             queue_line = next((ln for ln in reversed(lines) if ln.startswith("== ")), "== no queue ==")
+            rows = [ln for ln in lines if ln.strip() and ln != queue_line]
+            for line in [queue_line, *(["  …"] if len(rows) > 11 else []), *rows[-11:]]:
+                say(f"           {line}")
             if code != 0:
                 run.problems.append(f"agency consumer exited {code}")
             status, items, refused = await open311(run, session)

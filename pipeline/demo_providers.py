@@ -82,7 +82,7 @@ class Providers:
     def app(self) -> web.Application:
         app = web.Application()
         r = app.router
-        r.add_get("/healthz", lambda _req: web.json_response({"status": "ok"}))
+        r.add_get("/healthz", self.healthz)
         r.add_get("/x/2/users/me", self.x_me)
         r.add_get("/x/2/users/by/username/{username}", self.x_user_by_name)
         r.add_get("/x/2/users/{id}/mentions", self.x_mentions)
@@ -93,6 +93,9 @@ class Providers:
         r.add_post("/sms/v1/send", self.sms_send)
         r.add_post("/graph/{version}/{target:.+}", self.graph)
         return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
