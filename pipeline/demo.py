@@ -845,7 +845,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         say(f"{channel:17} {FAMILY[channel]:32} {sub:9d} {got:7d}{'' if got >= sub else '  <-- missing'}")
     n_sub, n_got = sum(len(v) for v in run.submitted.values()), sum(len(v) for v in stored.values())
     say(f"{'total':50} {n_sub:9d} {n_got:7d}")
-    say(f"\nlifecycle of the e-mail report {lifecycle_id} (reporter mails captured by the sink):")
+    tracking = next((r[7] for r in stored.get("email", []) if r[0] == lifecycle_id), "-")
+    say(f"\nlifecycle of the e-mail report {tracking} ({lifecycle_id}); the reporter's mails from the sink:")
     for status, via, actor, mail in trail:
         say(f"  {status:18} via {via:13} by {actor:38} -> {mail}")
     out = providers.outbound
