@@ -152,7 +152,9 @@ class Settings(BaseSettings):
     email_max_bytes: int = Field(900_000, ge=10_000, description="largest message taken (raw topic record cap)")
     email_allowed_relays: str = Field("127.0.0.1/32,::1/128", description="CIDRs allowed to deliver, comma list")
     email_recipients: str = Field("dki@jakarta.go.id", description="addresses accepted, comma list")
-    email_ack_enabled: bool = True
+    # The notifier's acknowledgement (with the tracking number, threaded to the citizen's mail) is the
+    # one citizens get; the gateway's own immediate receipt is for deployments without the notifier.
+    email_ack_enabled: bool = False
     email_ack_from: str = "dki@jakarta.go.id"
     email_relay_host: str = "127.0.0.1"
     email_relay_port: int = 25

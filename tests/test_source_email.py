@@ -60,7 +60,11 @@ def inbox():
 def space(iso, inbox) -> Settings:
     ns = f"{iso.tag}-{uuid.uuid4().hex[:6]}"
     settings = iso.settings(
-        topic_namespace=ns, email_relay_host="127.0.0.1", email_relay_port=inbox.port, produce_timeout_s=5
+        topic_namespace=ns,
+        email_relay_host="127.0.0.1",
+        email_relay_port=inbox.port,
+        produce_timeout_s=5,
+        email_ack_enabled=True,  # the gateway's own receipt, tested here
     )
     asyncio.run(ensure_topics(settings, topic_specs(settings, ["email", "twitter", "lapor1708"])))
     yield settings
@@ -288,6 +292,7 @@ def test_broker_not_confirming_answers_451_and_sends_no_acknowledgement(iso, inb
         topic_namespace=f"{iso.tag}-gone{uuid.uuid4().hex[:4]}",
         produce_timeout_s=2,
         email_relay_port=inbox.port,
+        email_ack_enabled=True,
     )
     [(code, text)] = deliver(settings, citizen_mail())
     assert code == 451 and "Temporary failure" in text
@@ -300,7 +305,12 @@ def test_html_to_text_keeps_blocks_and_drops_scripts():
 
 def test_crm_pipeline_smtp_command_serves_the_gateway(iso, space, inbox):
     port = free_port()
-    env = {**iso.env, "CRM_TOPIC_NAMESPACE": space.topic_namespace, "CRM_EMAIL_RELAY_PORT": str(inbox.port)}
+    env = {
+        **iso.env,
+        "CRM_TOPIC_NAMESPACE": space.topic_namespace,
+        "CRM_EMAIL_RELAY_PORT": str(inbox.port),
+        "CRM_EMAIL_ACK_ENABLED": "true",
+    }
     proc = Process("smtp", ["smtp", "--port", str(port)], env)
     try:
         deadline = time.monotonic() + 30
