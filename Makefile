@@ -53,6 +53,9 @@ schema: install  ## regenerate the JSON Schema shipped to downstream consumers
 eval: install  ## triage accuracy, macro-F1, kelurahan resolution, grouping precision/recall
 	@$(PY) bench/eval_triage.py
 
+bench: install  ## benchmark (issue #5) on a private stack on other ports: bench/results/latest.json + plot (BENCH_ARGS=--quick)
+	@$(PY) -m pipeline bench $(BENCH_ARGS)
+
 clean:  ## remove local state (stops the stack first)
 	@deploy/stack.sh stop || true
 	rm -rf .stack test-artifacts

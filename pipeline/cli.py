@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops.commands import add_ops_commands  # run, lag, deadletters, backfill, dashboard, health
 
     add_ops_commands(add)
+    from .bench.cli import add_bench_command  # benchmark of issue #5
+
+    add_bench_command(add)
     return parser
 
 

@@ -1,0 +1,69 @@
+"""The benchmark harness (issue #5) end to end in a tiny configuration, so `make bench` keeps working.
+
+It runs ``crm-pipeline bench --stack external`` against the test session's stack (its own namespace and
+database, dropped afterwards) and checks the JSON it writes. No assertion on speed: figures on a shared
+2-core machine are not a test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from pipeline.bench.traffic import CHANNEL_MIX, Traffic, stamp
+from pipeline.envelope import Report
+from tests import harness
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
+
+
+def test_traffic_is_valid_envelopes_with_the_mix_redeliveries_and_repeats() -> None:
+    t = Traffic(seed=1)
+    sent = [t.envelope(flood=i % 10 == 0) for i in range(3000)]
+    reports = [Report.loads(stamp(e)) for e in sent]
+    channels = {r.channel for r in reports}
+    assert "jaki" in channels and channels <= set(CHANNEL_MIX)
+    assert sum(r.channel == "jaki" for r in reports) > 0.8 * len(reports)
+    assert t.counts["redelivery"] > 0 and t.counts["repeat"] > 0
+    assert len({r.report_id for r in reports}) < len(reports)  # redeliveries reuse the report id
+    assert all(r.location.lat is not None for r in reports if r.channel == "jaki")
+    body = t.jaki_request()
+    assert {"report_id", "text", "lat", "lon"} <= body.keys()
+
+
+@pytest.mark.timeout(900)
+def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
+    env = {**os.environ, **harness.stack_env(), "PYTHONUNBUFFERED": "1"}
+    args = [
+        "--stack", "external", "--out-dir", str(tmp_path), "--repeat", "1", "--partitions", "2",
+        "--drain-n", "300", "--fixed-rps", "100", "--fixed-s", "2",
+        "--burst-base-rps", "10", "--burst-pre-s", "1", "--burst-s", "1", "--burst-post-s", "1",
+        "--ingress-requests", "40", "--ingress-concurrency", "4", "--baseline-n", "2000",
+        "--triage-rows", "300", "--max-workers", "2", "--profile-s", "0",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "bench", *args],
+        env=env,
+        cwd=harness.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = orjson.loads((tmp_path / "latest.json").read_bytes())
+    for key in ("throughput_rps", "baseline_rps", "ratio", "latency_ms", "peak_rss_mb", "commit"):
+        assert key in result, key
+    assert {"p50", "p95", "p99"} <= result["latency_ms"].keys()
+    assert result["latency_ms"]["p50"] is not None
+    assert result["throughput_rps"] > 0 and result["baseline_rps"] > 0
+    assert any(k.startswith("worker") for k in result["peak_rss_mb"])
+    assert {"1", "2"} <= result["scale_out"].keys()
+    assert result["offline_triage"]["rows"] == 300
+    assert result["ingress"]["status_counts"].get("202", 0) > 0
+    assert result["burst"]["burst_rps"] == 100
+    assert len(result["commit"]) == 40
+    assert "plot:" in proc.stderr
