@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format schema eval bench chaos clean
+.PHONY: fuzz help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format schema eval bench chaos clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -59,3 +59,11 @@ bench: install  ## benchmark (issue #5) on a private stack on other ports: bench
 clean:  ## remove local state (stops the stack first)
 	@deploy/stack.sh stop || true
 	rm -rf .stack test-artifacts
+
+FUZZ_SECONDS ?= 60
+fuzz: install  ## run every parser's atheris fuzz target for FUZZ_SECONDS each (crashes: ./crash-*)
+	@for t in $$($(PY) -c "from fuzz.targets import TARGETS; print(' '.join(TARGETS))"); do \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	  $(PY) fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) 2>/tmp/crm-fuzz-$$t.log || \
+	    { tail -n 40 /tmp/crm-fuzz-$$t.log; exit 1; }; \
+	  grep -E '^Done' /tmp/crm-fuzz-$$t.log || true; done

@@ -213,6 +213,16 @@ class EmailGatewaySource(SourceAdapter):
 
     def parse(self, raw: bytes, mail_from: str | None) -> ParsedMail:
         """One message as received, to a report; :class:`Rejected` (with the reason) if malformed."""
+        try:
+            return self._parse(raw, mail_from)
+        except (IndexError, TypeError, AttributeError, LookupError, ValueError, AssertionError) as exc:
+            # The stdlib's header parser raises on some malformed headers (found by fuzzing, issue #6).
+            raise Rejected(
+                f"unreadable message headers or structure: {type(exc).__name__}: {exc}"[:500],
+                code="malformed_mime",
+            ) from None
+
+    def _parse(self, raw: bytes, mail_from: str | None) -> ParsedMail:
         if not raw.strip():
             raise Rejected("empty message", code="malformed_mime")
         msg: EmailMessage = BytesParser(policy=policy.default).parsebytes(raw)  # type: ignore[assignment]

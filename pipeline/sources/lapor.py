@@ -157,7 +157,9 @@ class LaporSource(PollSource):
             )
         floor = position(state["updated_at"], state["id"]) if state else None
         last: tuple[Any, dict[str, str]] | None = None
-        batch = PolledBatch(reports=[], next_cursor=None, more=bool((page.get("meta") or {}).get("has_more")))
+        meta = page.get("meta")
+        more = isinstance(meta, dict) and bool(meta.get("has_more"))
+        batch = PolledBatch(reports=[], next_cursor=None, more=more)
         for item in page["data"]:
             raw = orjson.dumps(item)
             try:

@@ -134,7 +134,7 @@ class MetaWebhookSource(PushSource):
     def parse(self, request: InboundRequest) -> PushResult:
         data = _load(request.body)
         obj = data.get("object")
-        if obj not in self.objects:
+        if not isinstance(obj, str) or obj not in self.objects:
             raise Rejected(
                 f"webhook object {obj!r} is not subscribed on channel {self.channel} "
                 f"(expected {', '.join(sorted(self.objects))})",

@@ -79,12 +79,22 @@ class _Page:
         doc = orjson.loads(body)
         if not isinstance(doc, dict):
             raise ValueError("an X API page must be a JSON object")
-        self.data: list[dict[str, Any]] = [d for d in doc.get("data") or [] if isinstance(d, dict)]
-        self.bad: list[Any] = [d for d in doc.get("data") or [] if not isinstance(d, dict)]
-        includes = doc.get("includes") or {}
-        self.users = {u.get("id"): u for u in includes.get("users") or [] if isinstance(u, dict)}
-        self.media = {m.get("media_key"): m for m in includes.get("media") or [] if isinstance(m, dict)}
-        self.meta: dict[str, Any] = doc.get("meta") or {}
+        items, includes, meta = doc.get("data") or [], doc.get("includes") or {}, doc.get("meta") or {}
+        # Fuzzing (issue #6): a page of the wrong shape is refused as a whole, never half-read.
+        if not isinstance(includes, dict) or not isinstance(meta, dict):
+            raise ValueError("an X API page needs 'includes' and 'meta' objects")
+        if not isinstance(items, list):
+            items = []  # /2/users/me answers one object in 'data' (read by user_id())
+        users, media = includes.get("users") or [], includes.get("media") or []
+        if not isinstance(users, list) or not isinstance(media, list):
+            raise ValueError("'includes.users' and 'includes.media' must be lists")
+        self.data: list[dict[str, Any]] = [d for d in items if isinstance(d, dict)]
+        self.bad: list[Any] = [d for d in items if not isinstance(d, dict)]
+        self.users = {u["id"]: u for u in users if isinstance(u, dict) and isinstance(u.get("id"), str)}
+        self.media = {
+            m["media_key"]: m for m in media if isinstance(m, dict) and isinstance(m.get("media_key"), str)
+        }
+        self.meta: dict[str, Any] = meta
 
 
 class _Interrupted(Exception):
