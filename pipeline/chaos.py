@@ -21,11 +21,14 @@ class PoisonedChain:
     """Wraps a triage chain; raises for texts carrying the marker, delegates everything else."""
 
     def __init__(self, chain: Any, marker: str) -> None:
-        self._chain = chain
-        self._marker = marker
+        object.__setattr__(self, "_chain", chain)
+        object.__setattr__(self, "_marker", marker)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._chain, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:  # e.g. the worker giving the chain a case index
+        setattr(self._chain, name, value)
 
     def process(self, reports: Sequence[Report]) -> list[Report]:
         for report in reports:

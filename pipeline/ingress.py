@@ -267,7 +267,7 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
         try:
             yield
         finally:
-            await producer.stop()
+            await app[PUBLISHER].producer.stop()  # the publisher may have replaced a dead producer
             await app[LIMITER].aclose()
 
     app.cleanup_ctx.append(lifecycle)

@@ -11,7 +11,13 @@ import hashlib
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from .deadletter import DeadLetter
 from .envelope import RawRef, Report
@@ -22,6 +28,11 @@ from .topics import Topics
 
 class PublishError(RuntimeError):
     """The broker did not confirm in time: the caller must not acknowledge the input."""
+
+
+#: After one of these aiokafka's idempotent sender stops for good (seen after a broker restart under
+#: load: OutOfOrderSequenceNumber on every later send). Only a new producer (new producer id) sends again.
+PRODUCER_FATAL = (OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId, InvalidProducerEpoch)
 
 
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
@@ -42,22 +53,52 @@ class Publisher:
         self.settings = settings
         self.producer = producer
         self.topics = Topics(settings.topic_namespace)
+        self._broken: AIOKafkaProducer | None = None  # a producer whose sender died (PRODUCER_FATAL)
+        self._renewing = asyncio.Lock()
 
-    async def _confirm(self, futures: Sequence[asyncio.Future]) -> None:
+    def _check_fatal(self, exc: BaseException, producer: AIOKafkaProducer) -> None:
+        if isinstance(exc, PRODUCER_FATAL):
+            self._broken = producer
+
+    async def _renew(self) -> None:
+        """Replace a producer whose sender died; until a new one starts, sends keep failing (503/retry)."""
+        async with self._renewing:
+            old = self._broken
+            if old is None or old is not self.producer:
+                self._broken = None
+                return
+            fresh = make_producer(self.settings, client_id=old.client._client_id)
+            try:
+                await fresh.start()
+            except KafkaError as exc:
+                await fresh.stop()
+                raise PublishError(f"could not start a new producer: {exc!r}") from exc
+            self.producer, self._broken = fresh, None
+            try:
+                await old.stop()
+            except Exception:  # noqa: S110 - the old producer is dead already; its records are retried
+                pass
+
+    async def _confirm(self, futures: Sequence[asyncio.Future], producer: AIOKafkaProducer) -> None:
         try:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=self.settings.produce_timeout_s)
         except (TimeoutError, KafkaError) as exc:
             for f in futures:
                 f.cancel()
+            self._check_fatal(exc, producer)
             raise PublishError(f"broker did not confirm delivery: {exc!r}") from exc
 
     async def send_many(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         """Send (topic, key, value) records and wait until the broker has all of them."""
+        if self._broken is not None:
+            await self._renew()
+        producer = self.producer
         try:
-            futures = [await self.producer.send(t, value=v, key=k) for t, k, v in records]
+            futures = [await producer.send(t, value=v, key=k) for t, k, v in records]
         except KafkaError as exc:
+            self._check_fatal(exc, producer)
             raise PublishError(f"broker refused the records: {exc!r}") from exc
-        await self._confirm(futures)
+        await self._confirm(futures, producer)
 
     async def publish_reports(self, reports: Sequence[Report], raw: bytes, content_type: str | None) -> None:
         """Raw payload on the raw topic, each report on its channel's ingest topic, keyed by report id."""
