@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1)
     topic_min_insync_replicas: int = Field(1, ge=1)
     producer_linger_ms: int = 5
-    producer_compression: Literal["none", "gzip", "lz4", "zstd"] = "gzip"
+    producer_compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
     produce_timeout_s: float = 10.0
     # Kafka access (SECURITY.md): every producer, consumer, admin client and the Faust app use these.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -34,7 +34,7 @@ from .group import (
 #: members of a case kept for text comparison (the first and the latest few)
 KEEP_MEMBERS = 4
 #: open cases loaded per bucket (the most recently active): bounds the work per report
-BUCKET_LIMIT = 20
+BUCKET_LIMIT = 12
 #: a case another worker changed is re-read after at most this long (own changes are seen at once)
 CACHE_FRESH_S = 5.0
 CACHE_MAX = 50_000
@@ -115,16 +115,13 @@ class RedisCaseGrouper:
         return f"{self.ns}:case:decision:{report_id}"
 
     def _bucket_keys(self, item: GroupItem) -> list[str]:
+        """One key per place: a case is filed under every cell next to its own, so a report only reads
+        its own cell (one small reply instead of nine) and still sees every case within ~500 m."""
         if not item.category:
             return []
         keys = []
         if item.lat is not None and item.lon is not None:
-            cy, cx = _cell(item.lat, item.lon)
-            keys += [
-                self._k_cell(item.category, _cell_key((cy + dy, cx + dx)))
-                for dy in (-1, 0, 1)
-                for dx in (-1, 0, 1)
-            ]
+            keys.append(self._k_cell(item.category, _cell_key(_cell(item.lat, item.lon))))
         if item.kelurahan_code:
             keys.append(self._k_kel(item.category, item.kelurahan_code))
         return keys
@@ -183,10 +180,17 @@ class RedisCaseGrouper:
         self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
     ) -> None:
         pipe = self.r.pipeline(transaction=False)
-        for case, cell in cases:
+        for case, _own_cell in cases:
             pipe.set(self._k_case(case.case_id), _encode_case(case), ex=self.ttl_s)
             score = {case.case_id: case.last_at.timestamp()}
-            buckets = [self._k_cell(case.category, cell)] if cell is not None else []
+            buckets = []
+            if case.lat is not None and case.lon is not None:
+                cy, cx = _cell(case.lat, case.lon)
+                buckets += [
+                    self._k_cell(case.category, _cell_key((cy + dy, cx + dx)))
+                    for dy in (-1, 0, 1)
+                    for dx in (-1, 0, 1)
+                ]
             if case.kelurahan_code:
                 buckets.append(self._k_kel(case.category, case.kelurahan_code))
             for key in buckets:
