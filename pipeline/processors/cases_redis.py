@@ -180,22 +180,26 @@ class RedisCaseGrouper:
         self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
     ) -> None:
         pipe = self.r.pipeline(transaction=False)
+        buckets: dict[str, dict[str, float]] = {}
         for case, _own_cell in cases:
             pipe.set(self._k_case(case.case_id), _encode_case(case), ex=self.ttl_s)
-            score = {case.case_id: case.last_at.timestamp()}
-            buckets = []
+            score = case.last_at.timestamp()
+            keys = []
             if case.lat is not None and case.lon is not None:
                 cy, cx = _cell(case.lat, case.lon)
-                buckets += [
+                keys += [
                     self._k_cell(case.category, _cell_key((cy + dy, cx + dx)))
                     for dy in (-1, 0, 1)
                     for dx in (-1, 0, 1)
                 ]
             if case.kelurahan_code:
-                buckets.append(self._k_kel(case.category, case.kelurahan_code))
-            for key in buckets:
-                pipe.zadd(key, score)
-                pipe.expire(key, self.ttl_s)
+                keys.append(self._k_kel(case.category, case.kelurahan_code))
+            for key in keys:
+                buckets.setdefault(key, {})[case.case_id] = score
+        # One ZADD and one EXPIRE per bucket for the whole batch, however many cases share it.
+        for key, members in buckets.items():
+            pipe.zadd(key, members)
+            pipe.expire(key, self.ttl_s)
         for report_id, decision in decisions.items():
             pipe.set(self._k_decision(report_id), orjson.dumps(asdict(decision)), ex=self.ttl_s)
         await pipe.execute()
