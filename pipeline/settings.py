@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     rate_limit_ip_exempt: str = Field(
         "127.0.0.0/8,::1/128", description="CIDRs without an IP limit (local tools, webhook relays)"
     )
+    rate_limit_trusted_channels: str = Field(
+        "desk_kelurahan,desk_kecamatan,desk_walikota,desk_balaikota,desk_inspektorat",
+        description="channels without rate limits: officers entering walk-in reports (bound to one office)",
+    )
     ingress_trusted_proxies: str = Field(
         "", description="CIDRs of reverse proxies whose X-Forwarded-For names the client IP"
     )
