@@ -136,25 +136,34 @@ class Settings(BaseSettings):
     # Poll channels (issue #3): runner, X/Twitter, SP4N-LAPOR!. Cursors live in Redis (see sources/poller.py).
     poll_lease_s: float = Field(120.0, ge=5, description="one poller per channel: lease held while polling")
     poll_backoff_max_s: float = Field(300.0, ge=1, description="longest wait after repeated poll failures")
-    twitter_api_base: str = Field("https://api.twitter.com", description="X API v2 host (tests: a local server)")
-    twitter_bearer_token: SecretStr = Field(
-        SecretStr(""), description="OAuth 2.0 user-context token of @DKIJakarta (tweet.read users.read dm.read)"
+    twitter_api_base: str = Field(
+        "https://api.twitter.com", description="X API v2 host (tests: a local server)"
     )
-    twitter_user_id: str = Field("", description="numeric id of @DKIJakarta; looked up with /2/users/me if empty")
+    twitter_bearer_token: SecretStr = Field(
+        SecretStr(""),
+        description="OAuth 2.0 user-context token of @DKIJakarta (tweet.read users.read dm.read)",
+    )
+    twitter_user_id: str = Field(
+        "", description="numeric id of @DKIJakarta; looked up with /2/users/me if empty"
+    )
     twitter_poll_interval_s: float = Field(60.0, ge=0.05)
     twitter_max_pages: int = Field(10, ge=1, description="pages of 100 per poll before the rest waits")
     twitter_poll_dms: bool = True
     lapor_api_base: str = Field("https://api.lapor.go.id", description="SP4N-LAPOR! integration API base URL")
     lapor_token: SecretStr = SecretStr("dev-only-lapor-token")
-    lapor_token_header: str = "X-Lapor-Token"
+    lapor_token_header: str = "X-Lapor-Token"  # noqa: S105 - a header name, not a secret
     lapor_poll_interval_s: float = Field(60.0, ge=0.05)
     lapor_page_size: int = Field(100, ge=1, le=500)
 
     # Email gateway (issue #3): inbound SMTP from the city's mail relay, acknowledgements out via a relay.
     email_smtp_host: str = "127.0.0.1"
     email_smtp_port: int = 2525
-    email_max_bytes: int = Field(900_000, ge=10_000, description="largest message taken (raw topic record cap)")
-    email_allowed_relays: str = Field("127.0.0.1/32,::1/128", description="CIDRs allowed to deliver, comma list")
+    email_max_bytes: int = Field(
+        900_000, ge=10_000, description="largest message taken (raw topic record cap)"
+    )
+    email_allowed_relays: str = Field(
+        "127.0.0.1/32,::1/128", description="CIDRs allowed to deliver, comma list"
+    )
     email_recipients: str = Field("dki@jakarta.go.id", description="addresses accepted, comma list")
     # The notifier's acknowledgement (with the tracking number, threaded to the citizen's mail) is the
     # one citizens get; the gateway's own immediate receipt is for deployments without the notifier.
@@ -210,7 +219,10 @@ class Settings(BaseSettings):
                     ("CRM_FACEBOOK_APP_SECRET", self.facebook_app_secret.get_secret_value()),
                     ("CRM_FACEBOOK_VERIFY_TOKEN", self.facebook_verify_token.get_secret_value()),
                     ("CRM_GOVERNOR_SOCIAL_APP_SECRET", self.governor_social_app_secret.get_secret_value()),
-                    ("CRM_GOVERNOR_SOCIAL_VERIFY_TOKEN", self.governor_social_verify_token.get_secret_value()),  # noqa: E501
+                    (
+                        "CRM_GOVERNOR_SOCIAL_VERIFY_TOKEN",
+                        self.governor_social_verify_token.get_secret_value(),
+                    ),
                     ("CRM_SMS_TWILIO_AUTH_TOKEN", self.sms_twilio_auth_token.get_secret_value()),
                     ("CRM_SMS_GATEWAY_SECRET", self.sms_gateway_secret.get_secret_value()),
                     ("CRM_DESK_CREDENTIALS", self.desk_credentials.get_secret_value()),

@@ -32,6 +32,7 @@ from .processors.dedup import RedisDedupStore
 from .processors.group import GroupItem
 from .processors.normalise import mask_pii
 from .publish import Publisher, PublishError, make_producer
+from .security import faust_broker_kwargs
 from .settings import Settings, get_settings
 from .sinks.postgres import PostgresReportSink, migrate
 from .sources.registry import channel_ids
@@ -281,6 +282,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
         web_port=settings.worker_web_port or 6066,
         web_bind="127.0.0.1",
         web_in_thread=False,
+        **faust_broker_kwargs(settings),
     )
     stages = Stages(settings)
     ingest = app.topic(*[topics.ingest(c) for c in channel_ids()], key_type=bytes, value_type=bytes)

@@ -52,7 +52,11 @@ def test_every_category_of_the_shared_table_is_routed(router) -> None:  # type: 
         ("road_damage", "Dinas Bina Marga", "Suku Dinas Bina Marga Kota Administrasi Jakarta Utara"),
         ("street_lights", "Dinas Bina Marga", "Suku Dinas Bina Marga Kota Administrasi Jakarta Utara"),
         ("illegal_parking", "Dinas Perhubungan", "Suku Dinas Perhubungan Kota Administrasi Jakarta Utara"),
-        ("street_vendors", "Satuan Polisi Pamong Praja", "Satuan Polisi Pamong Praja Kota Administrasi Jakarta Utara"),  # noqa: E501
+        (
+            "street_vendors",
+            "Satuan Polisi Pamong Praja",
+            "Satuan Polisi Pamong Praja Kota Administrasi Jakarta Utara",
+        ),
         ("garbage", "Kelurahan", "Kelurahan Kalibaru, Kecamatan Cilincing"),
         ("kelurahan_services", "Kelurahan", "Kelurahan Kalibaru, Kecamatan Cilincing"),
         ("clean_water", "Badan Pembinaan Badan Usaha Milik Daerah", None),

@@ -245,9 +245,7 @@ class TrainedClassifier:
             return []
         proba = self.pipeline.predict_proba(list(texts))
         best = proba.argmax(axis=1)
-        return [
-            Classification(self.labels[int(j)], round(float(proba[i, j]), 4)) for i, j in enumerate(best)
-        ]
+        return [Classification(self.labels[int(j)], round(float(proba[i, j]), 4)) for i, j in enumerate(best)]
 
     def save(self, path: str | Path) -> None:
         import joblib
