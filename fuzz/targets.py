@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from pipeline.settings import Settings
 from pipeline.sources.base import InboundRequest, PushSource, Rejected
 from pipeline.sources.desk import DeskKelurahanSource, read_csv_lines
@@ -25,6 +23,7 @@ from pipeline.sources.email import EmailGatewaySource
 from pipeline.sources.jaki import JakiSource
 from pipeline.sources.lapor import LaporSource
 from pipeline.sources.meta import FacebookPageSource, GovernorSocialSource, sign
+from pipeline.sources.poller import PolledBatch
 from pipeline.sources.sms import SmsGatewaySource, gateway_signature, twilio_signature
 from pipeline.sources.twitter import TwitterSource, _Page
 
@@ -157,20 +156,14 @@ def twitter(data: bytes) -> None:
         page = _Page(data)
     except ValueError:
         return  # orjson.JSONDecodeError is a ValueError: the runner dead-letters the page
+    # The adapter's own per-item path: every item becomes a report or a reject with a reason.
+    batch = PolledBatch(reports=[], next_cursor=None)
     for item in page.data:
         for kind in ("tweet", "dm"):
-            author_id = item.get("author_id") if kind == "tweet" else item.get("sender_id")
-            author = page.users.get(author_id) or {}
-            keys = (
-                (item.get("attachments") or {}).get("media_keys")
-                if isinstance(item.get("attachments"), dict)
-                else []
-            )
-            media = [page.media[k] for k in keys or [] if isinstance(k, str | int) and k in page.media]
-            try:
-                TWITTER.to_report(item, kind, author_id, author if isinstance(author, dict) else {}, media)
-            except (ValueError, ValidationError, TypeError):
-                pass  # documented: the item becomes a reject with its reason (TwitterSource._add)
+            TWITTER._add(batch, item, page, kind)
+    for raw, reason in batch.rejects:
+        if not reason:
+            raise AssertionError(f"reject without a reason: {raw!r}")
 
 
 def lapor(data: bytes) -> None:

@@ -258,9 +258,12 @@ class TwitterSource(PollSource):
 
     def _add(self, batch: PolledBatch, item: dict[str, Any], page: _Page, kind: str) -> None:
         author_id = item.get("author_id") if kind == "tweet" else item.get("sender_id")
-        author = page.users.get(author_id) or {}
-        media_keys = ((item.get("attachments") or {}).get("media_keys")) or []
-        media = [page.media[k] for k in media_keys if k in page.media]
+        # Ids from the provider are looked up only when they are strings: a malformed item (a list
+        # where an id belongs) must become a dead letter, not a crash of the whole page.
+        author = (page.users.get(author_id) if isinstance(author_id, str) else None) or {}
+        attachments = item.get("attachments")
+        media_keys = attachments.get("media_keys") if isinstance(attachments, dict) else None
+        media = [page.media[k] for k in (media_keys or []) if isinstance(k, str) and k in page.media]
         raw = orjson.dumps({"data": item, "includes": {"users": [author] if author else [], "media": media}})
         try:
             report = self.to_report(item, kind, author_id, author, media)
