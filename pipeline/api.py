@@ -114,6 +114,7 @@ def _list(value: str | None) -> list[str]:
 
 _SELECT = """
 SELECT r.report_id::text AS report_id, r.tracking_number, r.status, r.category, r.text_original,
+       r.text_public,
        r.agency, r.agency_unit, r.received_at, r.updated_at, r.expected_by, r.address, r.lat, r.lon,
        r.attachments, r.kota_code, r.kecamatan_code, r.kelurahan_code, r.region, r.case_id,
        (SELECT h.note FROM status_history h WHERE h.report_id = r.report_id
@@ -219,7 +220,8 @@ class Api:
             "status_notes": row["status_note"],
             "service_name": (row["category"] or "belum dikategorikan").replace("_", " ").capitalize(),
             "service_code": row["category"],
-            "description": mask_pii(row["text_original"]),
+            # The worker's public text masks the reporter's own name too; older rows fall back.
+            "description": row["text_public"] or mask_pii(row["text_original"]),
             "agency_responsible": row["agency"],
             "service_notice": row["agency_unit"],
             "requested_datetime": _iso(row["received_at"]),

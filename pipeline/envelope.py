@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: triage.public_text (additive)
 SCHEMA_MAJOR = 1
 
 #: Namespace for report ids; changing it would re-key every report ever stored, so it is frozen.
@@ -109,6 +109,10 @@ class Triage(_Model):
     """What the stream processors decided, with the reason, filled in stage by stage."""
 
     normalised_text: str | None = None
+    public_text: str | None = Field(
+        None,
+        description="the citizen's text for public views: contact details and the reporter's name masked",
+    )
     category: str | None = None
     confidence: float | None = Field(None, ge=0, le=1)
     classifier: str | None = None

@@ -150,10 +150,10 @@ class Stages:
     def routed_records(self, report: Report) -> list[tuple[str, bytes, bytes]]:
         """Public projection to the agency and region topics, or to triage when it needs a person."""
         public = report.public()
-        public["text"] = mask_pii(report.text)
+        t = report.triage
+        public["text"] = t.public_text if t is not None and t.public_text else mask_pii(report.text)
         value = orjson.dumps(public)
         key = report.report_id.encode()
-        t = report.triage
         if t is not None and t.routed_to == "agency" and t.agency in self.known_agencies:
             out = [(self.topics.routed_agency(t.agency), key, value)]
             if t.region and t.region.kota_code in self.known_kota:

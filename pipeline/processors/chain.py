@@ -16,7 +16,7 @@ from ..envelope import Report, Triage, utcnow
 from .classify import Classifier, load_classifier
 from .group import CaseDecision, CaseIndex
 from .locate import load_gazetteer
-from .normalise import normalise
+from .normalise import mask_names, mask_pii, normalise
 from .route import load_router
 
 
@@ -28,14 +28,19 @@ class TriageChain:
     cases: CaseIndex | None = None
 
     def process(self, reports: Sequence[Report]) -> list[Report]:
-        texts = [normalise(r.text) for r in reports]
+        # The reporter's own name never reaches what downstream consumers see (normalised or public).
+        own = [
+            mask_names(r.text, [r.contact.name]) if r.contact and r.contact.name else r.text for r in reports
+        ]
+        texts = [normalise(t) for t in own]
         labels = self.classifier.classify(texts)
         now = utcnow()
-        for report, text, label in zip(reports, texts, labels, strict=True):
+        for report, text, own_text, label in zip(reports, texts, own, labels, strict=True):
             region, where = self.gazetteer.locate(report.location, report.text)  # type: ignore[attr-defined]
             decision = self.router.route(label.category, label.confidence, region)  # type: ignore[attr-defined]
             report.triage = Triage(
                 normalised_text=text,
+                public_text=mask_pii(own_text),
                 category=label.category,
                 confidence=label.confidence,
                 classifier=self.classifier.name,

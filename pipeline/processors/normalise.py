@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 _REPEAT = re.compile(r"([^\d\s])\1\1+")  # letters and punctuation, never digits ("2.000.000")
@@ -71,6 +72,30 @@ def mask_pii(text: str) -> str:
     if _DIGIT_RUN.search(text):
         text = _NIK.sub("[nik]", text)
         text = _PHONE.sub(_phone_sub, text)
+    return text
+
+
+def mask_names(text: str, names: Iterable[str | None]) -> str:
+    """The reporter's own name wherever the text repeats it (an e-mail signature, "saya Budi ...").
+
+    The full name is masked in any case; a single part of it (3+ letters) only where it is written
+    capitalised, so that a name that is also a common word ("Sari", "Jaya") is not masked in
+    ordinary lower-case text.
+    """
+    full: set[str] = set()
+    parts: set[str] = set()
+    for name in names:
+        if name and name.strip():
+            words = name.split()
+            full.add(" ".join(words))
+            parts.update(w for w in words if len(w) >= 3 and w[:1].isalpha())
+    if not full:
+        return text
+    alternatives = "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in sorted(full, key=len, reverse=True))
+    text = re.sub(rf"(?<!\w)(?:{alternatives})(?!\w)", "[nama]", text, flags=re.IGNORECASE)
+    for part in sorted(parts, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(part[:1].upper() + part[1:].lower())}(?!\w)", "[nama]", text)
+        text = re.sub(rf"(?<!\w){re.escape(part.upper())}(?!\w)", "[nama]", text)
     return text
 
 
