@@ -15,8 +15,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER_DIR="${CLUSTER_DIR:-$ROOT/.stack/cluster}"
-KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")"
-KAFKA_CACHE="${KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-pipeline/kafka-$KAFKA_VERSION}"
+# shellcheck source=deploy/kafka/env.sh
+. "$ROOT/deploy/kafka/env.sh"
 BASE="${CLUSTER_PORT_BASE:-29190}"
 NODES=(1 2 3)
 

@@ -13,8 +13,9 @@
 # writes $STACK_DIR/kafka/admin.properties), APP_ID (the Faust app id, default crm-pipeline).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")"
-LIB="${KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-pipeline/kafka-$KAFKA_VERSION}/lib"
+# shellcheck source=deploy/kafka/env.sh
+. "$ROOT/deploy/kafka/env.sh"
+LIB="$KAFKA_CACHE/lib"
 BOOTSTRAP="${BOOTSTRAP:-127.0.0.1:19092}"
 ADMIN_CONFIG="${ADMIN_CONFIG:?set ADMIN_CONFIG to the admin client properties file}"
 APP_ID="${APP_ID:-crm-pipeline}"
