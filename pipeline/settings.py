@@ -209,6 +209,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
+        if self.env == "production" and self.chaos_poison_marker:
+            raise ValueError(
+                "CRM_CHAOS_POISON_MARKER is a fault-injection hook; it must not be set in production"
+            )
         if self.env == "production":
             used = [
                 name

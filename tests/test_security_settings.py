@@ -102,3 +102,13 @@ def test_contact_cipher_roundtrip_binding_and_rotation() -> None:
         ContactCipher(new).decrypt(sealed, "rid-1", "email")
     assert c_old.decrypt("legacy clear text", "rid-1", "email") == "legacy clear text"
     assert c_old.encrypt(None, "rid-1", "email") is None
+
+
+def test_production_refuses_the_fault_injection_hook():
+    import pytest
+    from pydantic import ValidationError
+
+    from pipeline.settings import Settings
+
+    with pytest.raises(ValidationError, match="CHAOS_POISON_MARKER"):
+        Settings(env="production", chaos_poison_marker="X")
