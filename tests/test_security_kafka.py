@@ -203,10 +203,10 @@ def test_ingress_to_worker_over_sasl_ssl(secured):
             capture_output=True,
             timeout=120,
         )
-    worker_secured = "faust_broker_kwargs" in (ROOT / "pipeline" / "worker.py").read_text()
-    procs = [Process("sasl-ingress", ["ingress"], env)]
-    if worker_secured:
-        procs.append(Process("sasl-worker", ["worker", "--loglevel", "warning"], env))
+    procs = [
+        Process("sasl-ingress", ["ingress"], env),
+        Process("sasl-worker", ["worker", "--loglevel", "warning"], env),
+    ]
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/readyz", procs[0])
@@ -228,8 +228,6 @@ def test_ingress_to_worker_over_sasl_ssl(secured):
             for r in asyncio.run(read_to_end(s, Topics(s.topic_namespace).ingest("web")))
         ]
         assert [r["report_id"] for r in ingest] == [rid]
-        if not worker_secured:
-            pytest.skip("pipeline/worker.py does not pass faust_broker_kwargs(settings) to faust.App yet")
         iso_dsn = env["CRM_DATABASE_URL"]
         import psycopg
 
