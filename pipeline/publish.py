@@ -100,6 +100,20 @@ class Publisher:
             raise PublishError(f"broker refused the records: {exc!r}") from exc
         await self._confirm(futures, producer)
 
+    async def send_many_retrying(
+        self, records: Sequence[tuple[str, bytes | None, bytes]], attempts: int = 5
+    ) -> None:
+        """``send_many`` with bounded backoff (0.5 s, 1 s, 2 s, ...) for batch commands; the last
+        failure is raised so the command can report it."""
+        for attempt in range(attempts):
+            try:
+                await self.send_many(records)
+                return
+            except PublishError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+
     async def publish_reports(self, reports: Sequence[Report], raw: bytes, content_type: str | None) -> None:
         """Raw payload on the raw topic, each report on its channel's ingest topic, keyed by report id."""
         sha = hashlib.sha256(raw).hexdigest()

@@ -120,6 +120,12 @@ class Stages:
             [(self.topics.deadletter, (letter.report_id or letter.raw_sha256).encode(), letter.dumps())]
         )
 
+    async def _dead_letter_report(self, stage: str, code: str, reason: str, report: Report) -> None:
+        """A decoded report that a stage could not handle, with its envelope as the raw payload."""
+        await self._dead_letter(
+            stage, code, reason, report.dumps(), None, report_id=report.report_id, channel=report.channel
+        )
+
     async def _send_until_confirmed(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         """The input is not acked until the outputs are on the broker, however long that takes."""
         assert self.publisher is not None
@@ -198,15 +204,7 @@ class Stages:
             t = report.triage
             ROUTED.labels(t.routed_to if t else "triage", (t.agency if t else None) or "-").inc()
         for failed, reason in self._failed:
-            await self._dead_letter(
-                "triage",
-                "processor_error",
-                reason,
-                failed.dumps(),
-                None,
-                report_id=failed.report_id,
-                channel=failed.channel,
-            )
+            await self._dead_letter_report("triage", "processor_error", reason, failed)
         await self._send_until_confirmed(records)
         try:
             await self.dedup.remember(processed)
@@ -253,15 +251,7 @@ class Stages:
             result = await self.sink.write_until_stored(reports)
         STORED.inc(result.stored)
         for report, reason in result.poison:
-            await self._dead_letter(
-                "sink",
-                "store_refused",
-                reason,
-                report.dumps(),
-                None,
-                report_id=report.report_id,
-                channel=report.channel,
-            )
+            await self._dead_letter_report("sink", "store_refused", reason, report)
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:

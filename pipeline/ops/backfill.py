@@ -11,7 +11,6 @@ run with exit code 2 and ``FILE:LINE: reason`` messages (``--skip-invalid`` publ
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import ClassVar
 import orjson
 
 from ..envelope import Location, RawRef, Report, Reporter
-from ..publish import Publisher, PublishError, make_producer
+from ..publish import Publisher, make_producer
 from ..settings import Settings
 from ..sources.base import SourceAdapter
 from ..topics import Topics
@@ -212,14 +211,7 @@ async def publish(settings: Settings, parsed: Parsed, progress: bool = True) -> 
                 )
                 records.append((topics.raw, sha.encode(), raw))
                 records.append((topics.ingest(CHANNEL), report.report_id.encode(), report.dumps()))
-            for attempt in range(5):
-                try:
-                    await publisher.send_many(records)
-                    break
-                except PublishError:
-                    if attempt == 4:
-                        raise
-                    await asyncio.sleep(0.5 * 2**attempt)
+            await publisher.send_many_retrying(records)
             n = len(records) // 2
             summary.published += n
             bar.update(n)

@@ -14,7 +14,6 @@ counted as ``already stored`` and not published at all. Letters are never delete
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from collections import Counter
@@ -26,7 +25,7 @@ import orjson
 
 from ..deadletter import DeadLetter
 from ..envelope import RawRef, Report
-from ..publish import Publisher, PublishError, make_producer
+from ..publish import Publisher, make_producer
 from ..settings import Settings
 from ..sources.base import InboundRequest, PushSource, Rejected
 from ..sources.registry import discover
@@ -252,14 +251,7 @@ async def replay(settings: Settings, letters: list[Letter], progress: bool = Tru
         for i in range(0, len(todo), 100):
             chunk = todo[i : i + 100]
             records = [r for p in chunk for r in p.records]
-            for attempt in range(5):
-                try:
-                    await publisher.send_many(records)
-                    break
-                except PublishError:
-                    if attempt == 4:
-                        raise
-                    await asyncio.sleep(0.5 * 2**attempt)
+            await publisher.send_many_retrying(records)
             summary.replayed += len(chunk)
             summary.reports += sum(len(p.report_ids) for p in chunk)
             bar.update(len(chunk))
