@@ -166,7 +166,7 @@ class Report(_Model):
 
     @classmethod
     def loads(cls, data: bytes | str) -> Report:
-        return cls.model_validate(orjson.loads(data))
+        return cls.model_validate_json(data)  # pydantic-core's own parser: one pass, ~20% faster
 
     def public(self) -> dict[str, Any]:
         """What routed topics carry: no contact details; a private reporter is not even pseudonymous."""

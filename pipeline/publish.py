@@ -14,10 +14,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from .deadletter import DeadLetter
 from .envelope import RawRef, Report
@@ -94,7 +96,7 @@ class Publisher:
             await self._renew()
         producer = self.producer
         try:
-            futures = [await producer.send(t, value=v, key=k) for t, k, v in records]
+            futures = await _send_batched(producer, records)
         except KafkaError as exc:
             self._check_fatal(exc, producer)
             raise PublishError(f"broker refused the records: {exc!r}") from exc
@@ -127,3 +129,47 @@ class Publisher:
     async def dead_letter(self, letter: DeadLetter) -> None:
         key = (letter.report_id or letter.raw_sha256).encode()
         await self.send_many([(self.topics.deadletter, key, letter.dumps())])
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+async def _send_batched(
+    producer: AIOKafkaProducer, records: Sequence[tuple[str, bytes | None, bytes]]
+) -> list[asyncio.Future]:
+    """One record batch per partition instead of one ``send`` per record.
+
+    ``send`` costs a metadata wait, a partitioner call and a future per record; a worker batch of
+    500 reports is about 1,500 records, and per-record sends were the largest slice of the worker's
+    profile after the triage itself. Partitions are chosen exactly as ``send`` would (murmur2 of
+    the key, the Java client's choice), so keys keep their partition whichever path sent them.
+    """
+    if len(records) == 1:
+        t, k, v = records[0]
+        return [await producer.send(t, value=v, key=k)]
+    by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+    partitions: dict[str, tuple[list[int], list[int]]] = {}
+    hashed: dict[tuple[bytes, int], int] = {}
+    for topic, key, value in records:
+        if topic not in partitions:
+            every = sorted(await producer.partitions_for(topic))
+            partitions[topic] = (every, every)
+        every, available = partitions[topic]
+        if key is None:
+            p = _PARTITIONER(None, every, available)
+        else:
+            p = hashed.get((key, len(every)))
+            if p is None:
+                p = hashed[(key, len(every))] = _PARTITIONER(key, every, available)
+        by_partition.setdefault((topic, p), []).append((key, value))
+    futures = []
+    for (topic, p), items in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start anew
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise MessageSizeTooLargeError(f"a record of {len(value)} bytes does not fit a batch")
+        futures.append(await producer.send_batch(batch, topic, partition=p))
+    return futures

@@ -143,3 +143,25 @@ def test_memory_store_forgets_closed_cases() -> None:
     assert len(store) == 2
     assert store.prune(T0 + timedelta(days=100)) == 1
     assert len(store) == 1 and store.decision_for("old") is None and store.decision_for("new") is not None
+
+
+def test_a_crowded_kelurahan_compares_only_its_most_recently_active_cases() -> None:
+    """Work per report is bounded: only the BUCKET_LIMIT latest cases of a bucket are candidates."""
+    from pipeline.processors.group import BUCKET_LIMIT
+
+    index = CaseIndex()
+    streets = [f"jalan nomor{i} blok{i} gang{i}" for i in range(BUCKET_LIMIT + 8)]
+    for i, street in enumerate(streets):
+        index.assign(
+            item(f"c{i}", f"sampah menumpuk di {street} warga{i} resah", at=T0 + timedelta(minutes=i))
+        )
+    later = T0 + timedelta(hours=1)
+    oldest = index.assign(item("late-0", f"sampah menumpuk di {streets[0]} warga0 resah", at=later))
+    newest = index.assign(
+        item("late-n", f"sampah menumpuk di {streets[-1]} warga{len(streets) - 1} resah", at=later)
+    )
+    assert newest.joined and newest.case_id == f"case-c{len(streets) - 1}"
+    assert not oldest.joined  # the first case fell out of the most recent BUCKET_LIMIT
+    # joining makes a case recent again: it is found by the next repeat
+    again = index.assign(item("late-0b", f"sampah menumpuk di {streets[0]} warga0 resah", at=later))
+    assert again.joined and again.case_id == "case-late-0"

@@ -59,4 +59,9 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         choices=["own", "external"],
         help="own: private stack on other ports (default); external: the CRM_* stack",
     )
+    p.add_argument(
+        "--phases",
+        help="comma-separated subset of baseline,throughput,fixed,burst,ingress,scale-out,triage "
+        "(default all; a subset writes partial.json, not latest.json)",
+    )
     p.add_argument("--out-dir", help="where latest.json and the plot go (default bench/results)")

@@ -81,8 +81,14 @@ class Config:
     max_workers: int = 2
     profile_s: int = 15
     stack: str = "own"
+    phases: str = "all"
     out_dir: str = str(ROOT / "bench" / "results")
     settle_timeout_s: float = 180
+
+    PHASES = ("baseline", "throughput", "fixed", "burst", "ingress", "scale-out", "triage")
+
+    def wants(self, phase: str) -> bool:
+        return self.phases == "all" or phase in {p.strip() for p in self.phases.split(",")}
 
     @classmethod
     def quick_preset(cls) -> dict[str, Any]:
@@ -675,11 +681,15 @@ class Bench:
         self.monitor.watch("ingress", self.ingress.pid)
         await self.start_workers(1)
         _log("pipeline up: ingress + 1 worker")
-        await self.phase_throughput(1)
-        await self.phase_fixed()
-        await self.phase_burst()
-        await self.phase_ingress()
-        if cfg.max_workers >= 2:
+        if cfg.wants("throughput"):
+            await self.phase_throughput(1)
+        if cfg.wants("fixed"):
+            await self.phase_fixed()
+        if cfg.wants("burst"):
+            await self.phase_burst()
+        if cfg.wants("ingress"):
+            await self.phase_ingress()
+        if cfg.max_workers >= 2 and cfg.wants("scale-out"):
             await self.start_workers(2)
             await self.phase_throughput(2)
 
@@ -709,13 +719,14 @@ class Bench:
             self.pipeline_cmd("store", "migrate")
             self._commit_expr()
             log(f"namespace {self.space.tag}: topics ({cfg.partitions} partitions) and database ready")
-            asyncio.run(self.phase_baseline())
+            if cfg.wants("baseline"):
+                asyncio.run(self.phase_baseline())
             asyncio.run(self.pipeline_phases())
             self.all_rows = asyncio.run(self._all_rows())
             for p in self.procs:
                 p.stop()
             self.procs.clear()
-            if cfg.triage_rows > 0:
+            if cfg.triage_rows > 0 and cfg.wants("triage"):
                 self.phase_triage()
         finally:
             for p in self.procs:
@@ -780,7 +791,8 @@ class Bench:
         plot = self.plot()
         r["plot"] = str(plot) if plot else None
         r["logs"] = str(self.logdir)
-        (self.out / "latest.json").write_text(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
+        name = "latest.json" if self.cfg.phases == "all" else "partial.json"  # latest = a whole run only
+        (self.out / name).write_text(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
         self.table()
 
     def plot(self) -> Path | None:

@@ -216,7 +216,9 @@ def _plan(settings: Settings, x: Letter, topics: Topics) -> _Plan | str | Reject
             report = Report.loads(raw)
         except Exception as exc:
             return Rejected(f"still not a valid report envelope: {str(exc)[:300]}", code="bad_envelope")
-        topic = topics.normalised if d.stage == "sink" else topics.ingest(report.channel)
+        # Every worker stage (the store included) is re-entered through the ingest topic: triage is
+        # deterministic and a report the store refused was never remembered as seen.
+        topic = topics.ingest(report.channel)
         return _Plan(x, [(topic, report.report_id.encode(), report.dumps())], [report.report_id])
     return f"stage {d.stage!r} has no replay path"
 

@@ -25,7 +25,7 @@ class PartitionLag:
 
 def worker_input_topics(settings: Settings) -> list[str]:
     t = Topics(settings.topic_namespace)
-    return [*(t.ingest(c) for c in channel_ids()), t.normalised]
+    return [t.ingest(c) for c in channel_ids()]
 
 
 async def consumer_lag(

@@ -1,11 +1,11 @@
 """Case grouping on the live stream: the open cases live in Redis, shared by every worker.
 
-Per batch, with two pipelined round trips: load the buckets the batch's reports could join (and the
-decisions already made for them), run the pure :class:`~pipeline.processors.group.CaseIndex` over an
-in-memory view, then write back only what changed. A replayed report finds its earlier decision, so
-re-processing after a crash yields the same case. Two workers grouping two reports of one problem at
-the very same moment may open two cases; the second becomes a duplicate candidate at worst, which an
-officer can merge.
+Per batch, with at most three round trips (see :mod:`.redis_batch`): load the buckets the batch's
+reports could join (and the decisions already made for them), run the pure
+:class:`~pipeline.processors.group.CaseIndex` over an in-memory view, then write back only what
+changed. A replayed report finds its earlier decision, so re-processing after a crash yields the
+same case. Two workers grouping two reports of one problem at the very same moment may open two
+cases; the second becomes a duplicate candidate at worst, which an officer can merge.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from datetime import datetime
 
 import orjson
 import redis.asyncio as aioredis
 
 from .group import (
+    BUCKET_LIMIT,
     CaseDecision,
     CaseIndex,
     CaseRecord,
@@ -30,11 +30,10 @@ from .group import (
     _cell_key,
     _LazyFingerprint,
 )
+from .redis_batch import BatchWrite, pairs, top_by_score_script
 
 #: members of a case kept for text comparison (the first and the latest few)
 KEEP_MEMBERS = 4
-#: open cases loaded per bucket (the most recently active): bounds the work per report
-BUCKET_LIMIT = 12
 #: a case another worker changed is re-read after at most this long (own changes are seen at once)
 CACHE_FRESH_S = 5.0
 CACHE_MAX = 50_000
@@ -115,13 +114,16 @@ class RedisCaseGrouper:
         return f"{self.ns}:case:decision:{report_id}"
 
     def _bucket_keys(self, item: GroupItem) -> list[str]:
-        """One key per place: a case is filed under every cell next to its own, so a report only reads
-        its own cell (one small reply instead of nine) and still sees every case within ~500 m."""
+        """The buckets a report could join: its cell and the eight around it (every case within
+        ~500 m), and its kelurahan. Read by one script call per batch, so nine reads cost no more
+        round trips than one; a case is written to a single cell (two bucket writes, not ten)."""
         if not item.category:
             return []
         keys = []
         if item.lat is not None and item.lon is not None:
-            keys.append(self._k_cell(item.category, _cell_key(_cell(item.lat, item.lon))))
+            cy, cx = _cell(item.lat, item.lon)
+            prefix = self._k_cell(item.category, "")
+            keys += [prefix + _cell_key((cy + dy, cx + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
         if item.kelurahan_code:
             keys.append(self._k_kel(item.category, item.kelurahan_code))
         return keys
@@ -129,19 +131,21 @@ class RedisCaseGrouper:
     async def assign(self, items: Sequence[GroupItem]) -> list[CaseDecision]:
         store = _TrackingStore()
         bucket_keys = sorted({k for item in items for k in self._bucket_keys(item)})
-        pipe = self.r.pipeline(transaction=False)
         since = min((i.at for i in items), default=None)
         floor = (since - self.policy.window).timestamp() if since else 0
-        for key in bucket_keys:
-            pipe.zrevrangebyscore(key, "+inf", floor, start=0, num=BUCKET_LIMIT, withscores=True)
-        for item in items:
-            pipe.get(self._k_decision(item.report_id))
-        answers = await pipe.execute()
+        # Round trip 1: the buckets' most recent cases (one script call) and earlier decisions (MGET).
+        pipe = self.r.pipeline(transaction=False)
+        if bucket_keys:
+            await top_by_score_script(self.r)(keys=bucket_keys, args=[floor, BUCKET_LIMIT], client=pipe)
+        if items:
+            pipe.mget([self._k_decision(item.report_id) for item in items])
+        answers = await pipe.execute() if len(pipe) else []
         latest: dict[str, float] = {}
-        for members in answers[: len(bucket_keys)]:
-            for cid, score in members:
-                latest[cid.decode()] = score
-        for item, raw in zip(items, answers[len(bucket_keys) :], strict=True):
+        for members in answers[0] if bucket_keys else []:
+            for cid, score in pairs(members):
+                latest[cid] = score
+        earlier = answers[-1] if items else []
+        for item, raw in zip(items, earlier, strict=True):
             if raw:
                 store._decisions[item.report_id] = CaseDecision(**orjson.loads(raw))
 
@@ -153,11 +157,8 @@ class RedisCaseGrouper:
                 store.load(hit[1], CaseIndex._cell_of(hit[1]))
             else:
                 stale.append(cid)
-        if stale:
-            pipe = self.r.pipeline(transaction=False)
-            for cid in stale:
-                pipe.get(self._k_case(cid))
-            for raw in await pipe.execute():
+        if stale:  # round trip 2: the cases not fresh in the local cache
+            for raw in await self.r.mget([self._k_case(cid) for cid in stale]):
                 if raw:
                     case = _decode_case(raw)
                     self._remember(case, now)
@@ -179,27 +180,19 @@ class RedisCaseGrouper:
     async def _persist(
         self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
     ) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        buckets: dict[str, dict[str, float]] = {}
+        writes = BatchWrite()  # round trip 3: every change of the batch in one script call
+        buckets: dict[str, list[str]] = {}  # bucket key -> [score, case id, score, case id, ...]
         for case, _own_cell in cases:
-            pipe.set(self._k_case(case.case_id), _encode_case(case), ex=self.ttl_s)
-            score = case.last_at.timestamp()
-            keys = []
+            writes.set(self._k_case(case.case_id), _encode_case(case), self.ttl_s)
+            member = [repr(case.last_at.timestamp()), case.case_id]
             if case.lat is not None and case.lon is not None:
-                cy, cx = _cell(case.lat, case.lon)
-                keys += [
-                    self._k_cell(case.category, _cell_key((cy + dy, cx + dx)))
-                    for dy in (-1, 0, 1)
-                    for dx in (-1, 0, 1)
-                ]
+                key = self._k_cell(case.category, _cell_key(_cell(case.lat, case.lon)))
+                buckets.setdefault(key, []).extend(member)
             if case.kelurahan_code:
-                keys.append(self._k_kel(case.category, case.kelurahan_code))
-            for key in keys:
-                buckets.setdefault(key, {})[case.case_id] = score
+                buckets.setdefault(self._k_kel(case.category, case.kelurahan_code), []).extend(member)
         # One ZADD and one EXPIRE per bucket for the whole batch, however many cases share it.
-        for key, members in buckets.items():
-            pipe.zadd(key, members)
-            pipe.expire(key, self.ttl_s)
+        for key, flat in buckets.items():
+            writes.zadd_flat(key, flat, self.ttl_s)
         for report_id, decision in decisions.items():
-            pipe.set(self._k_decision(report_id), orjson.dumps(asdict(decision)), ex=self.ttl_s)
-        await pipe.execute()
+            writes.set(self._k_decision(report_id), orjson.dumps(decision), self.ttl_s)
+        await writes.execute(self.r)

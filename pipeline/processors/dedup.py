@@ -14,20 +14,26 @@ its state the same holds, at the cost of some repeated work.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from ..envelope import Report
-from .normalise import normalise
+from .redis_batch import BatchWrite
+
+_WORDS = re.compile(r"\w+")
 
 
 def text_fingerprint(report: Report) -> str | None:
-    """Sender + normalised text; None for anonymous reports (two strangers may write the same words)."""
+    """Sender + the text's words (case and punctuation ignored); None for anonymous reports (two
+    strangers may write the same words). A double "send" repeats the text exactly, so this needs no
+    full normalisation, which was the costliest step of the check."""
     if report.reporter.id == "anonymous":
         return None
-    digest = hashlib.blake2b(normalise(report.text).encode(), digest_size=12).hexdigest()
+    words = " ".join(_WORDS.findall(report.text.casefold()))
+    digest = hashlib.blake2b(words.encode(), digest_size=12).hexdigest()
     return f"{report.reporter.id}:{digest}"
 
 
@@ -39,7 +45,10 @@ class Duplicate:
 
 
 def split(
-    reports: Sequence[Report], seen: Sequence[bool], fingerprint_owner: Sequence[str | None]
+    reports: Sequence[Report],
+    seen: Sequence[bool],
+    fingerprint_owner: Sequence[str | None],
+    fingerprints: Sequence[str | None] | None = None,
 ) -> tuple[list[Report], list[Duplicate]]:
     """Pure decision: which reports are fresh, given what the store already remembers.
 
@@ -50,9 +59,9 @@ def split(
     dups: list[Duplicate] = []
     batch_ids: set[str] = set()
     batch_fps: dict[str, str] = {}
-    for report, was_seen, owner in zip(reports, seen, fingerprint_owner, strict=True):
+    fps = fingerprints if fingerprints is not None else [text_fingerprint(r) for r in reports]
+    for report, was_seen, owner, fp in zip(reports, seen, fingerprint_owner, fps, strict=True):
         rid = report.report_id
-        fp = text_fingerprint(report)
         if was_seen or rid in batch_ids:
             dups.append(Duplicate(report, rid, "redelivery: report id already seen"))
             continue
@@ -68,13 +77,14 @@ def split(
 
 
 class RedisDedupStore:
-    """Remembers seen report ids and recent sender+text fingerprints, pipelined per batch."""
+    """Remembers seen report ids and recent sender+text fingerprints: one round trip per batch each way."""
 
     def __init__(self, client: aioredis.Redis, namespace: str, ttl_s: int, window_s: int) -> None:
         self.r = client
         self.ns = namespace
         self.ttl_s = ttl_s
         self.window_s = window_s
+        self._fingerprints: dict[str, str] = {}  # computed by split(), reused by remember()
 
     def _id_key(self, rid: str) -> str:
         return f"{self.ns}:dedup:id:{rid}"
@@ -84,25 +94,28 @@ class RedisDedupStore:
 
     async def split(self, reports: Sequence[Report]) -> tuple[list[Report], list[Duplicate]]:
         fps = [text_fingerprint(r) for r in reports]
-        pipe = self.r.pipeline(transaction=False)
-        for report, fp in zip(reports, fps, strict=True):
-            pipe.exists(self._id_key(report.report_id))
-            if fp and self.window_s:
-                pipe.get(self._fp_key(fp))
-        answers = iter(await pipe.execute())
-        seen: list[bool] = []
+        fp_keys = [self._fp_key(fp) for fp in fps if fp] if self.window_s else []
+        pipe = self.r.pipeline(transaction=False)  # two MGETs, one round trip
+        pipe.mget([self._id_key(r.report_id) for r in reports])
+        if fp_keys:
+            pipe.mget(fp_keys)
+        answers = await pipe.execute() if reports else [[]]
+        seen = [raw is not None for raw in answers[0]]
+        fp_owner = iter(answers[1] if fp_keys else [])
         owners: list[str | None] = []
         for fp in fps:
-            seen.append(bool(next(answers)))
-            owner = next(answers) if fp and self.window_s else None
+            owner = next(fp_owner) if fp and fp_keys else None
             owners.append(owner.decode() if isinstance(owner, bytes) else owner)
-        return split(reports, seen, owners)
+        if len(self._fingerprints) > 100_000:  # entries of reports never remembered (duplicates)
+            self._fingerprints.clear()
+        self._fingerprints.update((r.report_id, fp) for r, fp in zip(reports, fps, strict=True) if fp)
+        return split(reports, seen, owners, fps)
 
     async def remember(self, reports: Sequence[Report]) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        writes = BatchWrite()
         for report in reports:
-            pipe.set(self._id_key(report.report_id), b"1", ex=self.ttl_s)
-            fp = text_fingerprint(report)
+            writes.set(self._id_key(report.report_id), "1", self.ttl_s)
+            fp = self._fingerprints.pop(report.report_id, None) or text_fingerprint(report)
             if fp and self.window_s:
-                pipe.set(self._fp_key(fp), report.report_id, ex=self.window_s, nx=True)
-        await pipe.execute()
+                writes.set(self._fp_key(fp), report.report_id, self.window_s, nx=True)
+        await writes.execute(self.r)

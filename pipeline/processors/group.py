@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -32,6 +32,11 @@ from typing import Any, Protocol
 
 _CELL_DEG = 0.0045  # about 500 m
 PRUNE_EVERY = 10_000  # assignments between two prunings of a store that supports it
+#: open cases compared per bucket (the most recently active): bounds the work per report however many
+#: cases a kelurahan or a cell holds; the Redis store applies the same bound when it loads a bucket
+BUCKET_LIMIT = 12
+#: cases a memory bucket keeps at all (older ones can no longer be among the most recent)
+_BUCKET_KEEP = 4 * BUCKET_LIMIT
 _SHINGLE_FLOOR = 0.2  # word Jaccard below which shingles are not worth computing
 _MAX_SHINGLED = 600  # characters of a text that are shingled (the start of a complaint says what it is)
 
@@ -159,20 +164,16 @@ class MemoryCaseStore:
 
     def cases_near(self, category: str, cells: Sequence[str], since: datetime) -> Iterable[CaseRecord]:
         for cell in cells:
-            for case in self._by_cell.get((category, cell), {}).values():
-                if case.last_at >= since:
-                    yield case
+            yield from _recent(self._by_cell.get((category, cell)), since)
 
     def cases_in(self, category: str, kelurahan_code: str, since: datetime) -> Iterable[CaseRecord]:
-        for case in self._by_kel.get((category, kelurahan_code), {}).values():
-            if case.last_at >= since:
-                yield case
+        yield from _recent(self._by_kel.get((category, kelurahan_code)), since)
 
     def put(self, case: CaseRecord, cell: str | None) -> None:
         if cell is not None:
-            self._by_cell[(case.category, cell)][case.case_id] = case
+            _put_latest(self._by_cell[(case.category, cell)], case)
         if case.kelurahan_code:
-            self._by_kel[(case.category, case.kelurahan_code)][case.case_id] = case
+            _put_latest(self._by_kel[(case.category, case.kelurahan_code)], case)
 
     def decision_for(self, report_id: str) -> CaseDecision | None:
         return self._decisions.get(report_id)
@@ -199,6 +200,27 @@ class MemoryCaseStore:
         ids = {c for bucket in self._by_kel.values() for c in bucket}
         ids |= {c for bucket in self._by_cell.values() for c in bucket}
         return len(ids)
+
+
+def _recent(bucket: dict[str, CaseRecord] | None, since: datetime) -> Iterator[CaseRecord]:
+    """The bucket's most recently active open cases, newest first, at most :data:`BUCKET_LIMIT`."""
+    if not bucket:
+        return
+    n = 0
+    for case in reversed(bucket.values()):
+        if case.last_at >= since:
+            yield case
+            n += 1
+            if n == BUCKET_LIMIT:
+                return
+
+
+def _put_latest(bucket: dict[str, CaseRecord], case: CaseRecord) -> None:
+    """Insertion order is activity order: a case that changes moves to the end."""
+    bucket.pop(case.case_id, None)
+    bucket[case.case_id] = case
+    if len(bucket) > _BUCKET_KEEP:
+        del bucket[next(iter(bucket))]
 
 
 # --- similarity ---------------------------------------------------------------------------------------
