@@ -63,8 +63,13 @@ class Settings(BaseSettings):
     worker_app_id: str = "crm-pipeline"
     worker_web_port: int = 6066
     worker_batch_size: int = Field(500, ge=1)
-    worker_batch_within_s: float = 0.2
+    worker_batch_within_s: float = (
+        0.1  # bench: 0.1 s halves p99 at 1,000/s vs 0.2 s; a backlog still fills batches
+    )
     worker_concurrency: int = Field(1, ge=1, le=64, description="agent instances per worker process")
+    worker_pipelined: bool = Field(
+        True, description="triage the next batch while the previous one is stored and published"
+    )
     worker_metrics_port: int = Field(0, ge=0, description="worker /metrics /healthz /readyz port; 0 = off")
     dedup_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="how long a seen report id is remembered")
     dedup_text_window_s: int = Field(600, ge=0, description="same sender + same text within this window")

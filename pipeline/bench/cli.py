@@ -61,7 +61,7 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--phases",
-        help="comma-separated subset of baseline,throughput,fixed,burst,ingress,scale-out,triage "
+        help="comma-separated subset of baseline,stages,throughput,fixed,burst,ingress,scale-out,triage "
         "(default all; a subset writes partial.json, not latest.json)",
     )
     p.add_argument("--out-dir", help="where latest.json and the plot go (default bench/results)")

@@ -3,6 +3,7 @@
 Phases (in this order, on one broker):
 
 1. ``baseline``   raw aiokafka pass-through over a preloaded topic of envelopes (``--repeat`` runs)
+   ``stages``     CPU µs per report of each worker stage, in-process (no Kafka): where the time goes
 2. ``throughput`` backlog of ``--drain-n`` envelopes produced at once onto the ingest topics, drained by
                   one worker with every processor on; rate = rows committed in the CRM store per second
                   between the 10th and the 90th percentile of commit times (``--repeat`` runs, median)
@@ -85,7 +86,7 @@ class Config:
     out_dir: str = str(ROOT / "bench" / "results")
     settle_timeout_s: float = 180
 
-    PHASES = ("baseline", "throughput", "fixed", "burst", "ingress", "scale-out", "triage")
+    PHASES = ("baseline", "stages", "throughput", "fixed", "burst", "ingress", "scale-out", "triage")
 
     def wants(self, phase: str) -> bool:
         return self.phases == "all" or phase in {p.strip() for p in self.phases.split(",")}
@@ -612,6 +613,17 @@ class Bench:
         }
         tqdm.write(f"[bench] ingress: {len(bodies) / took:,.0f} req/s, accept p99 {pct(lat, 99)} ms")
 
+    def phase_stages(self) -> None:
+        from ..settings import Settings
+        from .stages import measure
+
+        values = {k.removeprefix("CRM_").lower(): v for k, v in self.env().items() if k.startswith("CRM_")}
+        known = {k: v for k, v in values.items() if k in Settings.model_fields}
+        r = asyncio.run(measure(Settings(**known), batches=4 if self.cfg.quick else 20))
+        self.results["stages"] = r
+        parts = ", ".join(f"{k} {v}" for k, v in r["us_per_report"].items())
+        tqdm.write(f"[bench] CPU per report (µs): {parts}; total {r['total_us_per_report']}")
+
     def phase_triage(self) -> None:
         cfg = self.cfg
         with tempfile.TemporaryDirectory(prefix="crm-bench-triage-") as tmp:
@@ -721,6 +733,8 @@ class Bench:
             log(f"namespace {self.space.tag}: topics ({cfg.partitions} partitions) and database ready")
             if cfg.wants("baseline"):
                 asyncio.run(self.phase_baseline())
+            if cfg.wants("stages"):
+                self.phase_stages()
             asyncio.run(self.pipeline_phases())
             self.all_rows = asyncio.run(self._all_rows())
             for p in self.procs:
@@ -896,6 +910,13 @@ class Bench:
         print("\n" + "=" * (width + 40), file=sys.stderr)
         for a, v, t in rows:
             print(f"{a:<{width}}  {v:>22}  {t}", file=sys.stderr)
+        st = r.get("stages")
+        if st:
+            parts = ", ".join(f"{k} {v}" for k, v in st["us_per_report"].items())
+            print(
+                f"worker CPU per report (µs, no Kafka): {parts}; total {st['total_us_per_report']}",
+                file=sys.stderr,
+            )
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r.get("peak_rss_mb", {}).items())
         print(f"peak RSS MB (target: worker ≤ 400): {rss}", file=sys.stderr)
         print("=" * (width + 40), file=sys.stderr)

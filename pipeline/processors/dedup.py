@@ -85,6 +85,10 @@ class RedisDedupStore:
         self.ttl_s = ttl_s
         self.window_s = window_s
         self._fingerprints: dict[str, str] = {}  # computed by split(), reused by remember()
+        # Split as fresh but not remembered yet (a batch still being stored): its redeliveries are
+        # duplicates too. They reach this same worker, since the report id is the partition key.
+        self._pending_ids: set[str] = set()
+        self._pending_fps: dict[str, str] = {}
 
     def _id_key(self, rid: str) -> str:
         return f"{self.ns}:dedup:id:{rid}"
@@ -103,19 +107,35 @@ class RedisDedupStore:
         seen = [raw is not None for raw in answers[0]]
         fp_owner = iter(answers[1] if fp_keys else [])
         owners: list[str | None] = []
-        for fp in fps:
+        for i, fp in enumerate(fps):
             owner = next(fp_owner) if fp and fp_keys else None
             owners.append(owner.decode() if isinstance(owner, bytes) else owner)
+            if fp and self.window_s and owners[i] is None:
+                owners[i] = self._pending_fps.get(fp)
+        seen = [was or r.report_id in self._pending_ids for was, r in zip(seen, reports, strict=True)]
         if len(self._fingerprints) > 100_000:  # entries of reports never remembered (duplicates)
             self._fingerprints.clear()
         self._fingerprints.update((r.report_id, fp) for r, fp in zip(reports, fps, strict=True) if fp)
-        return split(reports, seen, owners, fps)
+        fresh, dups = split(reports, seen, owners, fps)
+        for r in fresh:
+            self._pending_ids.add(r.report_id)
+            if (fp := self._fingerprints.get(r.report_id)) is not None:
+                self._pending_fps.setdefault(fp, r.report_id)
+        return fresh, dups
+
+    def release(self, reports: Sequence[Report]) -> None:
+        """The batch is done (remembered, or given up on): no longer pending."""
+        for r in reports:
+            self._pending_ids.discard(r.report_id)
+            fp = self._fingerprints.pop(r.report_id, None) or text_fingerprint(r)
+            if fp is not None and self._pending_fps.get(fp) == r.report_id:
+                del self._pending_fps[fp]
 
     async def remember(self, reports: Sequence[Report]) -> None:
         writes = BatchWrite()
         for report in reports:
             writes.set(self._id_key(report.report_id), "1", self.ttl_s)
-            fp = self._fingerprints.pop(report.report_id, None) or text_fingerprint(report)
+            fp = self._fingerprints.get(report.report_id) or text_fingerprint(report)
             if fp and self.window_s:
                 writes.set(self._fp_key(fp), report.report_id, self.window_s, nx=True)
         await writes.execute(self.r)

@@ -1,0 +1,77 @@
+"""Per-stage CPU cost of the worker's batch path (µs of CPU per report), without Faust or Kafka.
+
+The end-to-end figures say how fast; this says where the time goes, stage by stage, so a change to one
+processor shows up as a change in one line. It drives :class:`pipeline.worker.Stages` in-process over
+generated envelopes against the run's real Redis and PostgreSQL (publishing is left out: it would
+need the broker round trip that the end-to-end phases measure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..settings import Settings
+from .traffic import Traffic, stamp
+
+
+class _Event:
+    """What the stages read from a faust event."""
+
+    __slots__ = ("message", "value")
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+        self.message = None
+
+
+async def measure(settings: Settings, batches: int = 20, batch_size: int = 500) -> dict[str, Any]:
+    from ..worker import Stages, settle_heap
+
+    traffic = Traffic(seed=13, run_tag="stages")
+    data = [[_Event(stamp(traffic.envelope())) for _ in range(batch_size)] for _ in range(batches + 2)]
+    stages = Stages(settings)
+    await stages.start()
+    settle_heap()
+    assert stages.dedup is not None
+    cpu: dict[str, float] = {}
+
+    async def timed(name: str, coro_or_value: Any) -> Any:
+        t = time.process_time()
+        out = await coro_or_value if asyncio.iscoroutine(coro_or_value) else coro_or_value
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - t
+        return out
+
+    try:
+        for i, events in enumerate(data):
+            if i == 2:  # the first two batches warm caches and connections
+                cpu.clear()
+            t = time.process_time()
+            reports, _ = stages._decode(events)  # type: ignore[arg-type]
+            cpu["decode"] = cpu.get("decode", 0.0) + time.process_time() - t
+            fresh, _ = await timed("dedup check", stages.dedup.split(reports))
+            t = time.process_time()
+            processed = stages._triage(fresh)
+            cpu["triage chain"] = cpu.get("triage chain", 0.0) + time.process_time() - t
+            await timed("case grouping", stages._group(processed))
+            t = time.process_time()
+            for r in processed:
+                r.dumps()
+                stages.routed_records(r)
+            cpu["output records"] = cpu.get("output records", 0.0) + time.process_time() - t
+            await timed("store", stages._store(processed))
+            await timed("dedup remember", stages.dedup.remember(processed))
+            stages.dedup.release(fresh)
+    finally:
+        await stages.stop()
+    n = batches * batch_size
+    per = {k: round(1e6 * v / n, 1) for k, v in cpu.items()}
+    total = sum(per.values())
+    return {
+        "us_per_report": per,
+        "total_us_per_report": round(total, 1),
+        "cpu_bound_rps": round(1e6 / total, 1) if total else None,
+        "reports": n,
+        "batch_size": batch_size,
+    }
