@@ -684,6 +684,8 @@ class Bench:
     # ------------------------------------------------------------------ orchestration
     async def pipeline_phases(self) -> None:
         cfg = self.cfg
+        if not any(cfg.wants(p) for p in ("throughput", "fixed", "burst", "ingress", "scale-out")):
+            return
         from .stack import log as _log
 
         port = _free_port()
@@ -925,7 +927,8 @@ class Bench:
             print(f"worker profile ({prof['samples']} samples) — top self frames:", file=sys.stderr)
             for f, p in prof["top_self"][:8]:
                 print(f"  {p:5.1f}%  {f}", file=sys.stderr)
-        print(f"results: {self.out / 'latest.json'}", file=sys.stderr)
+        name = "latest.json" if self.cfg.phases == "all" else "partial.json"
+        print(f"results: {self.out / name}", file=sys.stderr)
         print(f"plot:    {r.get('plot')}", file=sys.stderr)
         print(f"logs:    {self.logdir}", file=sys.stderr)
 
