@@ -29,6 +29,7 @@ from psycopg.rows import dict_row, tuple_row
 from ..envelope import utcnow
 from ..security import ContactCipher, DecryptError, decrypt_contact_row
 from ..settings import Settings
+from ..sinks.bulk import copy_insert
 from .messages import ack_text, status_text
 
 log = logging.getLogger("pipeline.notify")
@@ -61,6 +62,9 @@ SELECT r.report_id::text, r.channel, r.tracking_number, r.desk_office,
 FROM reports r LEFT JOIN reporter_contacts c USING (report_id)
 WHERE r.report_id = ANY(%s::uuid[])
 """
+_OUTBOX_COLUMNS = (
+    "report_id", "event_key", "channel", "destination", "kind", "to_status", "body", "state", "desk_office",
+)  # fmt: skip
 _ENQUEUE = """
 INSERT INTO notify.outbox (report_id, event_key, channel, destination, kind, to_status, body, state,
                            desk_office)
@@ -87,7 +91,9 @@ async def enqueue_acks(cur: AsyncCursor, report_ids: Sequence[str]) -> None:
     for rid, channel, tracking, desk_office, has_email, has_phone in await _targets(cur, report_ids):
         dest = destination_for(channel, has_email, has_phone)
         rows.append((rid, "ack", channel, dest, "ack", None, ack_text(tracking), _state(dest), desk_office))
-    await cur.executemany(_ENQUEUE, rows)
+    await copy_insert(
+        cur, "notify.outbox", _OUTBOX_COLUMNS, rows, "ON CONFLICT (report_id, event_key) DO NOTHING"
+    )
 
 
 async def enqueue_status(

@@ -19,16 +19,13 @@ from psycopg import AsyncCursor
 
 from ..envelope import Report
 from ..status import INITIAL_STATUS, intake_event_id
+from .bulk import copy_insert
 
-_HISTORY = (
-    "INSERT INTO status_history (report_id, event_id, from_status, to_status, actor, note, agency, "
-    "agency_unit, changed_at) VALUES (%s, %s, NULL, %s, 'pipeline', %s, %s, %s, %s) "
-    "ON CONFLICT (event_id) DO NOTHING"
-)
-_ASSIGN = (
-    "INSERT INTO assignments (report_id, event_id, agency, agency_unit, reason, assigned_by, assigned_at) "
-    "VALUES (%s, %s, %s, %s, %s, 'pipeline', %s) ON CONFLICT DO NOTHING"
-)
+_HISTORY_COLUMNS = (
+    "report_id", "event_id", "from_status", "to_status", "actor", "note",
+    "agency", "agency_unit", "changed_at",
+)  # fmt: skip
+_ASSIGN_COLUMNS = ("report_id", "event_id", "agency", "agency_unit", "reason", "assigned_by", "assigned_at")
 _CASES = """
 INSERT INTO cases (case_id, category, kelurahan_code, first_report_id, first_at, last_at, support_count)
 SELECT case_id, min(category), min(kelurahan_code),
@@ -49,23 +46,15 @@ async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
         agency = t.agency if t else None
         unit = t.agency_unit if t else None
         note = "laporan diterima" + (f"; {t.route_reason}" if t and t.route_reason else "")
+        event = intake_event_id(r.report_id)
         history.append(
-            (
-                r.report_id,
-                intake_event_id(r.report_id),
-                INITIAL_STATUS,
-                note[:2000],
-                agency,
-                unit,
-                r.received_at,
-            )
+            (r.report_id, event, None, INITIAL_STATUS, "pipeline", note[:2000], agency, unit, r.received_at)
         )
         if agency:
             reason = t.route_reason if t else None
-            assign.append((r.report_id, intake_event_id(r.report_id), agency, unit, reason, r.received_at))
-    await cur.executemany(_HISTORY, history)
-    if assign:
-        await cur.executemany(_ASSIGN, assign)
+            assign.append((r.report_id, event, agency, unit, reason, "pipeline", r.received_at))
+    await copy_insert(cur, "status_history", _HISTORY_COLUMNS, history, "ON CONFLICT (event_id) DO NOTHING")
+    await copy_insert(cur, "assignments", _ASSIGN_COLUMNS, assign)
     case_ids = sorted({r.triage.case_id for r in batch if r.triage and r.triage.case_id})
     if case_ids:
         await cur.execute(_CASES, (case_ids,))

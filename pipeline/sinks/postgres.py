@@ -15,6 +15,7 @@ from ..envelope import Report
 from ..security import ContactCipher, seal_contact
 from ..settings import Settings
 from .base import BatchSink, PoisonRowError, TransientSinkError
+from .bulk import copy_insert
 from .crm import record_intake
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,8 @@ _REPORT_COLUMNS = (
     "case_id",
     "expected_by",
 )
-# ON CONFLICT DO NOTHING: a replayed or redelivered report changes nothing already stored.
-_PLACEHOLDERS = ", ".join(["%s"] * len(_REPORT_COLUMNS))
-_INSERT_REPORT = (
-    f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) VALUES ({_PLACEHOLDERS}) "  # noqa: S608 - constants
-    "ON CONFLICT DO NOTHING"
-)
-_INSERT_CONTACT = (
-    "INSERT INTO reporter_contacts (report_id, reporter_id, name, email, phone, handle, key_id) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (report_id) DO NOTHING"
-)
+# Inserted with ON CONFLICT DO NOTHING (sinks/bulk.py): a replayed or redelivered report changes nothing.
+_CONTACT_COLUMNS = ("report_id", "reporter_id", "name", "email", "phone", "handle", "key_id")
 
 
 def _row(r: Report) -> tuple[Any, ...]:
@@ -162,8 +155,7 @@ class PostgresReportSink(BatchSink[Report]):
         try:
             conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(_INSERT_REPORT, [_row(r) for r in batch])
-                stored = cur.rowcount
+                stored = await copy_insert(cur, "reports", _REPORT_COLUMNS, [_row(r) for r in batch])
                 contacts = [
                     (
                         r.report_id,
@@ -180,8 +172,9 @@ class PostgresReportSink(BatchSink[Report]):
                     for r in batch
                     if r.contact is not None
                 ]
-                if contacts:
-                    await cur.executemany(_INSERT_CONTACT, contacts)
+                await copy_insert(
+                    cur, "reporter_contacts", _CONTACT_COLUMNS, contacts, "ON CONFLICT (report_id) DO NOTHING"
+                )
                 # Issue #4: first status, assignment, case and acknowledgement, in the same transaction.
                 await record_intake(cur, batch)
             return max(stored, 0)
