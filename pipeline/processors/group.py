@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -36,7 +36,9 @@ PRUNE_EVERY = 10_000  # assignments between two prunings of a store that support
 #: cases a kelurahan or a cell holds; the Redis store applies the same bound when it loads a bucket
 BUCKET_LIMIT = 12
 #: cases a memory bucket keeps at all (older ones can no longer be among the most recent)
-_BUCKET_KEEP = 4 * BUCKET_LIMIT
+_BUCKET_KEEP = 2 * BUCKET_LIMIT
+#: candidates without coordinates compared character by character (the rest by shared words only)
+TEXT_SHORTLIST = 4
 _SHINGLE_FLOOR = 0.2  # word Jaccard below which shingles are not worth computing
 _MAX_SHINGLED = 600  # characters of a text that are shingled (the start of a complaint says what it is)
 
@@ -163,11 +165,12 @@ class MemoryCaseStore:
         self._decisions: dict[str, CaseDecision] = {}
 
     def cases_near(self, category: str, cells: Sequence[str], since: datetime) -> Iterable[CaseRecord]:
-        for cell in cells:
-            yield from _recent(self._by_cell.get((category, cell)), since)
+        if len(cells) == 1:
+            return _recent(self._by_cell.get((category, cells[0])), since)
+        return [c for cell in cells for c in _recent(self._by_cell.get((category, cell)), since)]
 
     def cases_in(self, category: str, kelurahan_code: str, since: datetime) -> Iterable[CaseRecord]:
-        yield from _recent(self._by_kel.get((category, kelurahan_code)), since)
+        return _recent(self._by_kel.get((category, kelurahan_code)), since)
 
     def put(self, case: CaseRecord, cell: str | None) -> None:
         if cell is not None:
@@ -202,17 +205,16 @@ class MemoryCaseStore:
         return len(ids)
 
 
-def _recent(bucket: dict[str, CaseRecord] | None, since: datetime) -> Iterator[CaseRecord]:
+def _recent(bucket: dict[str, CaseRecord] | None, since: datetime) -> list[CaseRecord]:
     """The bucket's most recently active open cases, newest first, at most :data:`BUCKET_LIMIT`."""
-    if not bucket:
-        return
-    n = 0
-    for case in reversed(bucket.values()):
-        if case.last_at >= since:
-            yield case
-            n += 1
-            if n == BUCKET_LIMIT:
-                return
+    out: list[CaseRecord] = []
+    if bucket:
+        for case in reversed(bucket.values()):
+            if case.last_at >= since:
+                out.append(case)
+                if len(out) == BUCKET_LIMIT:
+                    break
+    return out
 
 
 def _put_latest(bucket: dict[str, CaseRecord], case: CaseRecord) -> None:
@@ -326,21 +328,18 @@ class CaseIndex:
             return score, f"{d:.0f} m apart, text similarity {sim:.2f}"
         return sim, f"same kelurahan {item.kelurahan_code}, text similarity {sim:.2f}"
 
-    def _candidates(self, item: GroupItem) -> Iterable[CaseRecord]:
+    def _candidates(self, item: GroupItem) -> list[CaseRecord]:
         since = item.at - self.policy.window
-        seen: set[str] = set()
+        found: dict[str, CaseRecord] = {}
         if item.lat is not None and item.lon is not None:
             cy, cx = _cell(item.lat, item.lon)
             cells = [_cell_key((cy + dy, cx + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
             for case in self.store.cases_near(item.category or "", cells, since):
-                if case.case_id not in seen:
-                    seen.add(case.case_id)
-                    yield case
+                found.setdefault(case.case_id, case)
         if item.kelurahan_code:
             for case in self.store.cases_in(item.category or "", item.kelurahan_code, since):
-                if case.case_id not in seen:
-                    seen.add(case.case_id)
-                    yield case
+                found.setdefault(case.case_id, case)
+        return list(found.values())
 
     def assign(self, report_like: Any) -> CaseDecision:
         """The case of one report (a :class:`GroupItem` or a triaged ``Report``); records it in the store."""
@@ -356,13 +355,15 @@ class CaseIndex:
         fp = _LazyFingerprint(item.text)
         best: tuple[float, CaseRecord, str] | None = None
         if item.category:
-            for case in self._candidates(item):
+            for case in self._shortlist(item, fp, self._candidates(item)):
                 s, why = self.score(item, fp, case)
                 if s > 0 and (best is None or s > best[0]):
                     best = (s, case, why)
         if best is not None and best[0] >= (p.join_at if self._has_coords(item, best[1]) else p.join_at_text):
             score, case, why = best
             case.members.append((item.report_id, fp))
+            if len(case.members) > p.compare_members:  # keep only what a comparison reads (memory)
+                case.members[1:] = case.members[-(p.compare_members - 1) :]
             case.size += 1
             case.last_at = max(case.last_at, item.at)
             case.first_at = min(case.first_at, item.at)
@@ -391,6 +392,20 @@ class CaseIndex:
                 decision = CaseDecision(case.case_id, False, None, score, f"new case ({why})")
         self.store.remember(item.report_id, decision)
         return decision
+
+    def _shortlist(self, item: GroupItem, fp: _LazyFingerprint, cases: list[CaseRecord]) -> list[CaseRecord]:
+        """The candidates worth a full comparison: with coordinates all of them (distance decides
+        most), otherwise the :data:`TEXT_SHORTLIST` sharing the most words. Character shingles were
+        half the triage time of a dense history; a case sharing few words never wins on them."""
+        if len(cases) <= TEXT_SHORTLIST or (item.lat is not None and item.lon is not None):
+            return cases
+        words = fp.get().words
+
+        def overlap(case: CaseRecord) -> float:
+            members = case.members[:1] + case.members[1:][-(self.policy.compare_members - 1) :]
+            return max(_jaccard(words, m.get().words) for _, m in members)
+
+        return sorted(cases, key=overlap, reverse=True)[:TEXT_SHORTLIST]
 
     @staticmethod
     def _has_coords(item: GroupItem, case: CaseRecord) -> bool:
