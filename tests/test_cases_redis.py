@@ -111,3 +111,18 @@ def test_one_long_lived_grouper_sees_cases_another_worker_opened(iso):
 
     a1, b1, a2 = asyncio.run(go())
     assert b1.joined and a2.joined and a1.case_id == b1.case_id == a2.case_id
+
+
+def test_a_located_report_joins_a_case_known_only_by_its_kelurahan(iso):
+    kel = "31.74.06.1001"
+    desk = _item("d1", "pohon tumbang menutup jalan depan sekolah dasar negeri", kel=kel)
+    app = _item(
+        "a1",
+        "pohon tumbang menutup jalan depan sekolah dasar",
+        lat=-6.2615,
+        lon=106.8132,
+        kel=kel,
+        minutes=30,
+    )
+    [[first], [second]] = run(iso, [[desk], [app]])
+    assert second.joined and second.case_id == first.case_id

@@ -467,7 +467,8 @@ class Bench:
     async def phase_throughput(self, workers: int) -> None:
         runs = []
         for i in range(self.cfg.repeat if workers == 1 else 1):  # scale-out: one run (time budget)
-            pid = self.workers[0].pid if (workers == 1 and i == 0 and self.cfg.profile_s > 0) else None
+            last = i == self.cfg.repeat - 1  # profile the last run: a worker that has been busy a while
+            pid = self.workers[0].pid if (workers == 1 and last and self.cfg.profile_s > 0) else None
             runs.append(await self.drain(f"drain {workers}w #{i + 1}", profile_pid=pid))
         med = round(statistics.median(r["rows_per_s"] for r in runs), 1)
         self.results.setdefault("scale_out", {})[str(workers)] = {"throughput_rps": med, "runs": runs}

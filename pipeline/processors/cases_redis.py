@@ -110,6 +110,10 @@ class RedisCaseGrouper:
     def _k_kel(self, category: str, kel: str) -> str:
         return f"{self.ns}:case:kel:{category}:{kel}"
 
+    def _k_kel_unplaced(self, category: str, kel: str) -> str:
+        """The kelurahan's cases that have no coordinates (a located report can only join those there)."""
+        return f"{self.ns}:case:kel-nocoords:{category}:{kel}"
+
     def _k_decision(self, report_id: str) -> str:
         return f"{self.ns}:case:decision:{report_id}"
 
@@ -121,10 +125,14 @@ class RedisCaseGrouper:
         if not item.category:
             return []
         keys = []
-        if item.lat is not None and item.lon is not None:
-            keys.append(self._k_cell(item.category, _cell_key(_cell(item.lat, item.lon))))
+        located = item.lat is not None and item.lon is not None
+        if located:
+            keys.append(self._k_cell(item.category, _cell_key(_cell(item.lat, item.lon))))  # type: ignore[arg-type]
         if item.kelurahan_code:
-            keys.append(self._k_kel(item.category, item.kelurahan_code))
+            # A located report scores 0 against a located case more than the radius away, so from its
+            # kelurahan it needs only the cases without coordinates: half the candidates to load.
+            kel = self._k_kel_unplaced if located else self._k_kel
+            keys.append(kel(item.category, item.kelurahan_code))
         return keys
 
     async def assign(self, items: Sequence[GroupItem]) -> list[CaseDecision]:
@@ -192,6 +200,9 @@ class RedisCaseGrouper:
                         buckets.setdefault(prefix + _cell_key((cy + dy, cx + dx)), []).extend(member)
             if case.kelurahan_code:
                 buckets.setdefault(self._k_kel(case.category, case.kelurahan_code), []).extend(member)
+                if case.lat is None or case.lon is None:
+                    key = self._k_kel_unplaced(case.category, case.kelurahan_code)
+                    buckets.setdefault(key, []).extend(member)
         # One ZADD and one EXPIRE per bucket for the whole batch, however many cases share it.
         for key, flat in buckets.items():
             writes.zadd_flat(key, flat, self.ttl_s)
