@@ -489,29 +489,32 @@ class Bench:
             (c - r) * 1000 for r, c in rows if (t_from is None or r >= t_from) and (t_to is None or r <= t_to)
         ]
 
-    async def phase_fixed(self) -> None:
+    async def phase_fixed(self, workers: int = 1) -> None:
         cfg = self.cfg
-        w = Window("fixed", datetime.now(UTC))
+        label = "fixed" if workers == 1 else f"fixed {workers}w"
+        w = Window(label, datetime.now(UTC))
         self.windows.append(w)
-        self.monitor.begin("fixed")
+        self.monitor.begin(label)
         spans = await self.send_paced(w, [(cfg.fixed_s, cfg.fixed_rps, False)])
         w.t1 = datetime.now(UTC)
-        await self.wait_stored(w, "fixed load")
-        cpu = self.monitor.end("fixed")
+        await self.wait_stored(w, label)
+        cpu = self.monitor.end(label)
         lat = await self.latency_of(w)
         achieved = w.sent / (spans[0][2] - spans[0][1])
-        self.results["latency_ms"] = {
+        result = {
             **summary_ms(lat),
             "offered_rps": cfg.fixed_rps,
             "achieved_offered_rps": round(achieved, 1),
             "seconds": cfg.fixed_s,
+            "workers": workers,
         }
-        self.results.setdefault("cpu", {})["fixed"] = cpu
-        self.spans = getattr(self, "spans", []) + [("fixed", s[1], s[2]) for s in spans]
-        tqdm.write(
-            f"[bench] fixed {cfg.fixed_rps}/s: p50 {self.results['latency_ms']['p50']} ms, "
-            f"p99 {self.results['latency_ms']['p99']} ms"
-        )
+        if workers == 1:
+            self.results["latency_ms"] = result
+        else:  # the same load on the scale-out deployment (one worker per core)
+            self.results.setdefault("scale_out", {}).setdefault(str(workers), {})["latency_ms"] = result
+        self.results.setdefault("cpu", {})[label] = cpu
+        self.spans = getattr(self, "spans", []) + [(label, s[1], s[2]) for s in spans]
+        tqdm.write(f"[bench] {label} {cfg.fixed_rps}/s: p50 {result['p50']} ms, p99 {result['p99']} ms")
 
     async def phase_burst(self) -> None:
         cfg = self.cfg
@@ -707,6 +710,7 @@ class Bench:
         if cfg.max_workers >= 2 and cfg.wants("scale-out"):
             await self.start_workers(2)
             await self.phase_throughput(2)
+            await self.phase_fixed(workers=2)
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -901,6 +905,11 @@ class Bench:
             (
                 "scale-out rows/s: 1 worker / 2 workers",
                 f"{so.get('1', {}).get('throughput_rps')} / {so.get('2', {}).get('throughput_rps')}",
+                "",
+            ),
+            (
+                f"2 workers, latency @ {lat.get('offered_rps')}/s p50/p95/p99 (ms)",
+                " / ".join(str(so.get("2", {}).get("latency_ms", {}).get(k)) for k in ("p50", "p95", "p99")),
                 "",
             ),
             (

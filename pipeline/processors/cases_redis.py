@@ -36,7 +36,7 @@ from .redis_batch import BatchWrite, pairs, top_by_score_script
 KEEP_MEMBERS = 4
 #: a case another worker changed is re-read after at most this long (own changes are seen at once)
 CACHE_FRESH_S = 5.0
-CACHE_MAX = 50_000
+CACHE_MAX = 10_000  # cases touched in the last CACHE_FRESH_S; 50,000 took the worker past 400 MB
 
 
 class _TrackingStore(MemoryCaseStore):
