@@ -12,6 +12,7 @@ Either way each run gets its own topic namespace, consumer group and database (d
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -85,6 +86,10 @@ class BenchStack:
             return self.env
         self.ports = choose_ports(self.stack_dir)
         if self._sh("status", check=False).returncode != 0:
+            # Every run starts from empty servers: what earlier runs left (gigabytes of cases and
+            # dedup keys in Redis, reports in PostgreSQL) would slow this one and make runs differ.
+            for part in ("kafka", "redis", "postgres"):
+                shutil.rmtree(self.stack_dir / part, ignore_errors=True)
             (self.stack_dir / "ports.env").unlink(missing_ok=True)
             self.ports = choose_ports(self.stack_dir)
             self.stack_dir.mkdir(parents=True, exist_ok=True)
