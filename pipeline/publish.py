@@ -148,19 +148,18 @@ async def _send_batched(
         t, k, v = records[0]
         return [await producer.send(t, value=v, key=k)]
     by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
-    partitions: dict[str, tuple[list[int], list[int]]] = {}
-    hashed: dict[tuple[bytes, int], int] = {}
+    partitions: dict[str, list[int]] = {}
+    hashed: dict[tuple[bytes, int], int] = {}  # a report's key goes to 2-3 topics: hash it once
     for topic, key, value in records:
         if topic not in partitions:
-            every = sorted(await producer.partitions_for(topic))
-            partitions[topic] = (every, every)
-        every, available = partitions[topic]
+            partitions[topic] = sorted(await producer.partitions_for(topic))
+        every = partitions[topic]
         if key is None:
-            p = _PARTITIONER(None, every, available)
+            p = _PARTITIONER(None, every, every)
         else:
             p = hashed.get((key, len(every)))
             if p is None:
-                p = hashed[(key, len(every))] = _PARTITIONER(key, every, available)
+                p = hashed[(key, len(every))] = _PARTITIONER(key, every, every)
         by_partition.setdefault((topic, p), []).append((key, value))
     futures = []
     for (topic, p), items in by_partition.items():

@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     worker_app_id: str = "crm-pipeline"
     worker_web_port: int = 6066
     worker_batch_size: int = Field(500, ge=1)
-    worker_batch_within_s: float = (
-        0.1  # bench: 0.1 s halves p99 at 1,000/s vs 0.2 s; a backlog still fills batches
+    worker_batch_within_s: float = Field(
+        0.1, description="longest wait to fill a batch (0.1 s halved p99 at 1,000/s against 0.2 s)"
     )
     worker_concurrency: int = Field(1, ge=1, le=64, description="agent instances per worker process")
     worker_pipelined: bool = Field(

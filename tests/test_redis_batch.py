@@ -33,7 +33,7 @@ def test_sets_zadds_ttls_and_nx_in_one_call(iso):
         w.set(f"{ns}:a", '{"teks":"pohon tumbang — Jl. Kemang"}', 60)
         w.set(f"{ns}:taken", "second", 60, nx=True)
         w.set(f"{ns}:fresh", "only", 30, nx=True)
-        w.zadd(f"{ns}:z", {"case-1": 1764686253.25, "case-2": 1764686250.5}, 90)
+        w.zadd(f"{ns}:z", [repr(1764686253.25), "case-1", repr(1764686250.5), "case-2"], 90)
         await w.execute(r)
         top = await top_by_score_script(r)(keys=[f"{ns}:z", f"{ns}:empty"], args=[1764686251, 12])
         return (
@@ -63,7 +63,9 @@ def test_a_big_batch_is_split_into_calls_and_nothing_is_lost(iso, monkeypatch):
         w = BatchWrite()
         for i in range(333):
             w.set(f"{ns}:k{i}", str(i), 60)
-        w.zadd(f"{ns}:big", {f"m{i}": float(i) for i in range(1500)}, 60)  # > Lua unpack() comfort
+        w.zadd(
+            f"{ns}:big", [x for i in range(1500) for x in (repr(float(i)), f"m{i}")], 60
+        )  # > unpack() comfort
         assert len(w._chunks()) > 6
         await w.execute(r)
         values = await r.mget([f"{ns}:k{i}" for i in range(333)])

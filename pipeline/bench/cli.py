@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import fields
 
 EXIT_OK, EXIT_FAILED = 0, 1
+#: the phases of a run, in order (``--phases`` selects some; pipeline/bench/runner.py runs them)
+PHASES = ("baseline", "stages", "throughput", "fixed", "burst", "ingress", "scale-out", "triage")
 
 HELP = """Benchmark of issue #5 on a private stack (ports 39092/39093, 36379, 35432 or the next
 free ones, .stack/bench; started and stopped by the run unless it was already running).
@@ -61,7 +63,7 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--phases",
-        help="comma-separated subset of baseline,stages,throughput,fixed,burst,ingress,scale-out,triage "
+        help=f"comma-separated subset of {','.join(PHASES)} "
         "(default all; a subset writes partial.json, not latest.json)",
     )
     p.add_argument("--out-dir", help="where latest.json and the plot go (default bench/results)")

@@ -86,7 +86,10 @@ class Config:
     out_dir: str = str(ROOT / "bench" / "results")
     settle_timeout_s: float = 180
 
-    PHASES = ("baseline", "stages", "throughput", "fixed", "burst", "ingress", "scale-out", "triage")
+    @property
+    def results_name(self) -> str:
+        """``latest.json`` is a whole run only; a subset of phases writes ``partial.json``."""
+        return "latest.json" if self.phases == "all" else "partial.json"
 
     def wants(self, phase: str) -> bool:
         return self.phases == "all" or phase in {p.strip() for p in self.phases.split(",")}
@@ -812,8 +815,9 @@ class Bench:
         plot = self.plot()
         r["plot"] = str(plot) if plot else None
         r["logs"] = str(self.logdir)
-        name = "latest.json" if self.cfg.phases == "all" else "partial.json"  # latest = a whole run only
-        (self.out / name).write_text(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
+        (self.out / self.cfg.results_name).write_text(
+            orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
         self.table()
 
     def plot(self) -> Path | None:
@@ -937,8 +941,7 @@ class Bench:
             print(f"worker profile ({prof['samples']} samples) — top self frames:", file=sys.stderr)
             for f, p in prof["top_self"][:8]:
                 print(f"  {p:5.1f}%  {f}", file=sys.stderr)
-        name = "latest.json" if self.cfg.phases == "all" else "partial.json"
-        print(f"results: {self.out / name}", file=sys.stderr)
+        print(f"results: {self.out / self.cfg.results_name}", file=sys.stderr)
         print(f"plot:    {r.get('plot')}", file=sys.stderr)
         print(f"logs:    {self.logdir}", file=sys.stderr)
 

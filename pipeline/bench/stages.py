@@ -8,8 +8,9 @@ need the broker round trip that the end-to-end phases measure).
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..settings import Settings
@@ -39,31 +40,32 @@ async def measure(settings: Settings, batches: int = 20, batch_size: int = 500) 
     assert stages.dedup is not None
     cpu: dict[str, float] = {}
 
-    async def timed(name: str, coro_or_value: Any) -> Any:
+    @contextmanager
+    def timed(name: str) -> Iterator[None]:
         t = time.process_time()
-        out = await coro_or_value if asyncio.iscoroutine(coro_or_value) else coro_or_value
+        yield
         cpu[name] = cpu.get(name, 0.0) + time.process_time() - t
-        return out
 
     try:
         for i, events in enumerate(data):
             if i == batches:
                 cpu.clear()
-            t = time.process_time()
-            reports, _ = stages._decode(events)  # type: ignore[arg-type]
-            cpu["decode"] = cpu.get("decode", 0.0) + time.process_time() - t
-            fresh, _ = await timed("dedup check", stages.dedup.split(reports))
-            t = time.process_time()
-            processed = stages._triage(fresh)
-            cpu["triage chain"] = cpu.get("triage chain", 0.0) + time.process_time() - t
-            await timed("case grouping", stages._group(processed))
-            t = time.process_time()
-            for r in processed:
-                r.dumps()
-                stages.routed_records(r)
-            cpu["output records"] = cpu.get("output records", 0.0) + time.process_time() - t
-            await timed("store", stages._store(processed))
-            await timed("dedup remember", stages.dedup.remember(processed))
+            with timed("decode"):
+                reports, _ = stages._decode(events)  # type: ignore[arg-type]
+            with timed("dedup check"):
+                fresh, _ = await stages.dedup.split(reports)
+            with timed("triage chain"):
+                processed = stages._triage(fresh)
+            with timed("case grouping"):
+                await stages._group(processed)
+            with timed("output records"):
+                for r in processed:
+                    r.dumps()
+                    stages.routed_records(r)
+            with timed("store"):
+                await stages._store(processed)
+            with timed("dedup remember"):
+                await stages.dedup.remember(processed)
             stages.dedup.release(fresh)
     finally:
         await stages.stop()

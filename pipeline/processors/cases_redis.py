@@ -205,7 +205,7 @@ class RedisCaseGrouper:
                     buckets.setdefault(key, []).extend(member)
         # One ZADD and one EXPIRE per bucket for the whole batch, however many cases share it.
         for key, flat in buckets.items():
-            writes.zadd_flat(key, flat, self.ttl_s)
+            writes.zadd(key, flat, self.ttl_s)
         for report_id, decision in decisions.items():
             writes.set(self._k_decision(report_id), orjson.dumps(decision), self.ttl_s)
         await writes.execute(self.r)

@@ -84,7 +84,6 @@ class RedisDedupStore:
         self.ns = namespace
         self.ttl_s = ttl_s
         self.window_s = window_s
-        self._fingerprints: dict[str, str] = {}  # computed by split(), reused by remember()
         # Split as fresh but not remembered yet (a batch still being stored): its redeliveries are
         # duplicates too. They reach this same worker, since the report id is the partition key.
         self._pending_ids: set[str] = set()
@@ -113,21 +112,20 @@ class RedisDedupStore:
             if fp and self.window_s and owners[i] is None:
                 owners[i] = self._pending_fps.get(fp)
         seen = [was or r.report_id in self._pending_ids for was, r in zip(seen, reports, strict=True)]
-        if len(self._fingerprints) > 100_000:  # entries of reports never remembered (duplicates)
-            self._fingerprints.clear()
-        self._fingerprints.update((r.report_id, fp) for r, fp in zip(reports, fps, strict=True) if fp)
         fresh, dups = split(reports, seen, owners, fps)
-        for r in fresh:
-            self._pending_ids.add(r.report_id)
-            if (fp := self._fingerprints.get(r.report_id)) is not None:
-                self._pending_fps.setdefault(fp, r.report_id)
+        fresh_ids = {r.report_id for r in fresh}
+        for r, fp in zip(reports, fps, strict=True):
+            if r.report_id in fresh_ids:
+                self._pending_ids.add(r.report_id)
+                if fp is not None:
+                    self._pending_fps.setdefault(fp, r.report_id)
         return fresh, dups
 
     def release(self, reports: Sequence[Report]) -> None:
         """The batch is done (remembered, or given up on): no longer pending."""
         for r in reports:
             self._pending_ids.discard(r.report_id)
-            fp = self._fingerprints.pop(r.report_id, None) or text_fingerprint(r)
+            fp = text_fingerprint(r)
             if fp is not None and self._pending_fps.get(fp) == r.report_id:
                 del self._pending_fps[fp]
 
@@ -135,7 +133,7 @@ class RedisDedupStore:
         writes = BatchWrite()
         for report in reports:
             writes.set(self._id_key(report.report_id), "1", self.ttl_s)
-            fp = self._fingerprints.get(report.report_id) or text_fingerprint(report)
+            fp = text_fingerprint(report)
             if fp and self.window_s:
                 writes.set(self._fp_key(fp), report.report_id, self.window_s, nx=True)
         await writes.execute(self.r)

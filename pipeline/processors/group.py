@@ -167,8 +167,6 @@ class MemoryCaseStore:
         self._decisions: dict[str, CaseDecision] = {}
 
     def cases_near(self, category: str, cells: Sequence[str], since: datetime) -> Iterable[CaseRecord]:
-        if len(cells) == 1:
-            return _recent(self._by_cell.get((category, cells[0])), since)
         return [c for cell in cells for c in _recent(self._by_cell.get((category, cell)), since)]
 
     def cases_in(self, category: str, kelurahan_code: str, since: datetime) -> Iterable[CaseRecord]:
@@ -322,8 +320,7 @@ class CaseIndex:
         elif not (item.kelurahan_code and item.kelurahan_code == case.kelurahan_code):
             return 0.0, "no common place"
         mine = fp.get() if isinstance(fp, _LazyFingerprint) else fp
-        members = case.members[:1] + case.members[1:][-(p.compare_members - 1) :]
-        sim = max((text_similarity(mine, m.get()) for _, m in members), default=0.0)
+        sim = max((text_similarity(mine, m.get()) for _, m in self._compared(case)), default=0.0)
         if has_coords:
             proximity = 1.0 - d / p.radius_m
             score = p.proximity_weight * proximity + (1.0 - p.proximity_weight) * sim
@@ -364,8 +361,7 @@ class CaseIndex:
         if best is not None and best[0] >= (p.join_at if self._has_coords(item, best[1]) else p.join_at_text):
             score, case, why = best
             case.members.append((item.report_id, fp))
-            if len(case.members) > p.compare_members:  # keep only what a comparison reads (memory)
-                case.members[1:] = case.members[-(p.compare_members - 1) :]
+            case.members[:] = self._compared(case)  # keep only what a comparison reads (memory)
             case.size += 1
             case.last_at = max(case.last_at, item.at)
             case.first_at = min(case.first_at, item.at)
@@ -404,10 +400,13 @@ class CaseIndex:
         words = fp.get().words
 
         def overlap(case: CaseRecord) -> float:
-            members = case.members[:1] + case.members[1:][-(self.policy.compare_members - 1) :]
-            return max(_jaccard(words, m.get().words) for _, m in members)
+            return max(_jaccard(words, m.get().words) for _, m in self._compared(case))
 
         return sorted(cases, key=overlap, reverse=True)[:TEXT_SHORTLIST]
+
+    def _compared(self, case: CaseRecord) -> list[tuple[str, Any]]:
+        """The members a new report is compared with: the first and the latest ones."""
+        return case.members[:1] + case.members[1:][-(self.policy.compare_members - 1) :]
 
     @staticmethod
     def _has_coords(item: GroupItem, case: CaseRecord) -> bool:

@@ -54,14 +54,8 @@ class BatchWrite:
         text = value.decode() if isinstance(value, bytes) else value
         self._sets.append([key, text, int(ttl_s), 1 if nx else 0])
 
-    def zadd(self, key: str, members: dict[str, float], ttl_s: int) -> None:
-        flat: list[str] = []
-        for member, score in members.items():
-            flat += [repr(float(score)), member]
-        self.zadd_flat(key, flat, ttl_s)
-
-    def zadd_flat(self, key: str, flat: list[str], ttl_s: int) -> None:
-        """``flat`` is [score, member, score, member, ...], scores already as text."""
+    def zadd(self, key: str, flat: list[str], ttl_s: int) -> None:
+        """``flat`` is [score, member, score, member, ...], scores as text (``repr(float)``)."""
         if len(flat) <= 1000:
             self._zadds.append([key, int(ttl_s), flat])
             return

@@ -23,7 +23,7 @@ async def copy_insert(
 ) -> int:
     """Insert ``rows`` (values of ``columns``) into ``table``; returns the rows actually inserted.
 
-    Must run inside a transaction: the staging table is emptied at commit (and after each use).
+    Must run inside a transaction; the move empties the staging table (and so would a rollback).
     """
     if not rows:
         return 0
@@ -42,13 +42,14 @@ async def copy_insert(
         for row in rows:
             await copy.write_row(row)
     await cur.execute(
-        sql.SQL("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} {conflict}").format(
+        sql.SQL(
+            "WITH moved AS (DELETE FROM {stage} RETURNING {cols}) "
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM moved {conflict}"
+        ).format(
             target=target,
             cols=cols,
             stage=stage,
             conflict=sql.SQL(on_conflict),  # a constant of the caller, never data
         )
     )
-    inserted = max(cur.rowcount, 0)
-    await cur.execute(sql.SQL("TRUNCATE {stage}").format(stage=stage))  # a retried write starts clean
-    return inserted
+    return max(cur.rowcount, 0)
