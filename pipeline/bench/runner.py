@@ -452,6 +452,9 @@ class Bench:
             lo, hi = int(0.1 * len(commits)), int(0.9 * len(commits)) - 1
             span = commits[hi] - commits[lo]
             rate = (hi - lo) / span if span > 0 else 0.0
+        if rate == 0.0 and commits:  # a backlog small enough for one or two transactions: whole window
+            span = commits[-1] - w.t0.timestamp()
+            rate = len(commits) / span if span > 0 else 0.0
         out = {
             "sent": w.sent,
             "unique": len(w.unique),
