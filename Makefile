@@ -58,6 +58,7 @@ bench: install  ## benchmark (issue #5) on a private stack on other ports: bench
 
 clean:  ## remove local state (stops the stack first)
 	@deploy/stack.sh stop || true
+	@[ -L .stack/postgres ] && rm -rf "$$(readlink -f .stack/postgres)" || true
 	rm -rf .stack test-artifacts
 
 FUZZ_SECONDS ?= 60

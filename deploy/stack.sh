@@ -141,8 +141,25 @@ redis_start() {
 }
 
 # ---------------------------------------------------------------- PostgreSQL
+# The server runs as the postgres user. When root keeps the stack under a directory that user cannot
+# enter (a clone in `mktemp -d` or /root: mode 0700), PostgreSQL's files live in /var/tmp instead and
+# $STACK_DIR/postgres is a link there; pg_ctl and initdb are always given the resolved path.
+pg_dir() {
+  local link="$STACK_DIR/postgres"
+  if [[ $(id -u) == 0 && ! -e $link ]]; then
+    mkdir -p "$STACK_DIR"
+    if ! runuser -u postgres -- test -x "$STACK_DIR" 2>/dev/null; then
+      local real; real="/var/tmp/crm-pipeline-pg-$(printf '%s' "$STACK_DIR" | sha1sum | cut -c1-12)"
+      mkdir -p "$real" && chown postgres:postgres "$real" && chmod 700 "$real"
+      ln -sfn "$real" "$link"
+    fi
+  fi
+  readlink -f "$link"
+}
+
 pg_start() {
-  local dir="$STACK_DIR/postgres" data="$STACK_DIR/postgres/data" run="$STACK_DIR/postgres/run"
+  local dir; dir="$(pg_dir)"
+  local data="$dir/data" run="$dir/run"
   if pid_alive "$dir/postgres.pid" postgres; then log "postgres already running (pid $(cat "$dir/postgres.pid"))"; return 0; fi
   [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL server not found: run deploy/bootstrap.sh"
   port_open "$PG_PORT" && die "127.0.0.1:$PG_PORT is taken by a process this stack did not start"
@@ -182,7 +199,7 @@ stop_one() { # name pidfile pattern
 }
 
 stop_all() {
-  local dir="$STACK_DIR/postgres"
+  local dir; dir="$(readlink -f "$STACK_DIR/postgres")"
   if pid_alive "$dir/postgres.pid" postgres; then
     log "stopping postgres"
     as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || stop_one postgres "$dir/postgres.pid" postgres

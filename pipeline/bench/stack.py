@@ -89,7 +89,10 @@ class BenchStack:
             # Every run starts from empty servers: what earlier runs left (gigabytes of cases and
             # dedup keys in Redis, reports in PostgreSQL) would slow this one and make runs differ.
             for part in ("kafka", "redis", "postgres"):
-                shutil.rmtree(self.stack_dir / part, ignore_errors=True)
+                path = self.stack_dir / part
+                shutil.rmtree(path.resolve(), ignore_errors=True)  # postgres may link to /var/tmp
+                if path.is_symlink():
+                    path.unlink()
             (self.stack_dir / "ports.env").unlink(missing_ok=True)
             self.ports = choose_ports(self.stack_dir)
             self.stack_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,7 @@ class BenchStack:
         if not pg_bin:
             return
         # Stop PostgreSQL only; `stack.sh start` then starts it again its own way (Kafka, Redis: running).
-        data = self.stack_dir / "postgres" / "data"
+        data = (self.stack_dir / "postgres" / "data").resolve()  # the postgres user may not enter stack_dir
         cmd = [str(pg_bin[-1] / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"]
         if os.getuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]

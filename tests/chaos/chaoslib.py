@@ -148,7 +148,7 @@ class PrivateStack:
         cmd = [
             str(pg_bin / "pg_ctl"),
             "-D",
-            str(self.dir / "postgres" / "data"),
+            str((self.dir / "postgres" / "data").resolve()),
             "-m",
             "immediate",
             "-w",
