@@ -200,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", required=True)
     p.add_argument("--text-column", required=True)
     p.add_argument("--location-column")
+    p.add_argument(
+        "--time-column",
+        help="when each report was made (ISO 8601 date or time, WIB unless it says); without it the "
+        "date/month/year columns of a CRM export are used if present, else every row is taken as made now",
+    )
     p.add_argument("--model", help="trained model file (default: the built-in lexicon classifier)")
     p.add_argument("--out", required=True, help="output JSON Lines file")
 

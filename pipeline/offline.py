@@ -114,6 +114,7 @@ def triage_main(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from .envelope import Report, Reporter, utcnow
+    from .ops.backfill import Mapping, when_reported
     from .processors.chain import TriageChain
     from .processors.classify import ModelFileError, load_classifier
     from .processors.group import CaseIndex
@@ -123,11 +124,16 @@ def triage_main(args: argparse.Namespace) -> int:
 
     needed = {"--id-column": args.id_column, "--text-column": args.text_column}
     needed["--location-column"] = getattr(args, "location_column", None)
+    needed["--time-column"] = getattr(args, "time_column", None)
+    # Grouping needs each report's own time: a history replayed as if it all happened now would merge
+    # reports filed years apart into one open case.
+    timing = Mapping(time_column=needed["--time-column"])
     try:
         classifier = load_classifier(getattr(args, "model", None))
         chain = TriageChain(classifier, load_gazetteer(), load_router(), cases=CaseIndex())
         warm_up()
         fh, reader = _open_csv(args.input, needed)
+        have = set(reader.fieldnames or ())
     except (InputError, ModelFileError, RoutingTableError) as exc:
         return _fail(str(exc))
     try:
@@ -160,10 +166,15 @@ def triage_main(args: argparse.Namespace) -> int:
                     continue
                 try:
                     loc = _location(row.get(args.location_column) if args.location_column else None)
+                    try:
+                        made = when_reported(row, timing, have)
+                    except ValueError as exc:
+                        raise InputError(f"{args.input}:{line}: {exc}") from None
                     report = Report.create(
                         channel="offline",
                         provider_id=row_id[:500],
                         received_at=received,
+                        source_at=made,
                         reporter=anonymous,
                         text=text[:MAX_TEXT],
                         location=loc,

@@ -97,6 +97,48 @@ def test_empty_id_is_exit_2_naming_the_line(tmp_path: Path, capsys: pytest.Captu
     assert f"{src}:3: empty 'no'" in capsys.readouterr().err
 
 
+def test_reports_far_apart_in_time_open_separate_cases(tmp_path: Path) -> None:
+    """A history is grouped by when each report was made, not as if it all happened now."""
+    rows = [
+        ("E1", "Sampah numpuk belum diangkut, bau", "Kelurahan Klender", "2023-01-05"),
+        ("E2", "sampah numpuk blm diangkut, bau", "Kelurahan Klender", "2023-01-20T09:30:00+07:00"),
+        ("E3", "sampah numpuk belum diangkut, bau", "Kelurahan Klender", "2023-09-01 08:00"),
+    ]
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi", "dibuat"], rows)
+    out = tmp_path / "out.jsonl"
+    assert triage(src, out, "--time-column", "dibuat") == 0
+    cases = {r["id"]: r["case_id"] for r in read_jsonl(out)}
+    assert cases["E2"] == cases["E1"]  # 15 days apart: the same open case
+    assert cases["E3"] != cases["E1"]  # eight months later the case is closed: a new one
+
+
+def test_crm_export_day_month_year_columns_date_the_reports(tmp_path: Path) -> None:
+    rows = [
+        ("F1", "Sampah numpuk belum diangkut, bau", "Kelurahan Klender", "5", "1", "23"),
+        ("F2", "sampah numpuk blm diangkut, bau", "Kelurahan Klender", "20", "1", "23"),
+        ("F3", "sampah numpuk belum diangkut, bau", "Kelurahan Klender", "1", "9", "23"),
+    ]
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi", "date", "month", "year"], rows)
+    out = tmp_path / "out.jsonl"
+    assert triage(src, out) == 0
+    cases = {r["id"]: r["case_id"] for r in read_jsonl(out)}
+    assert cases["F2"] == cases["F1"] and cases["F3"] != cases["F1"]
+
+
+def test_bad_time_is_exit_2_naming_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [("G1", "sampah", "", "2023-01-05"), ("G2", "parkir liar", "", "kemarin sore")]
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi", "dibuat"], rows)
+    assert triage(src, tmp_path / "out.jsonl", "--time-column", "dibuat") == 2
+    err = capsys.readouterr().err
+    assert f"{src}:3: dibuat 'kemarin sore' is not an ISO 8601 date or time" in err
+
+
+def test_missing_time_column_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], ROWS[:1])
+    assert triage(src, tmp_path / "out.jsonl", "--time-column", "dibuat") == 2
+    assert f"{src}:1: --time-column 'dibuat' is not a column" in capsys.readouterr().err
+
+
 def test_missing_model_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi"], ROWS)
     assert triage(src, tmp_path / "out.jsonl", "--model", str(tmp_path / "m.joblib")) == 2

@@ -641,7 +641,7 @@ class Bench:
             gen = Traffic(seed=7, run_tag="hist")
             with path.open("w", newline="", encoding="utf-8") as fh:
                 wr = csv.writer(fh)
-                wr.writerow(["report_id", "description", "location"])
+                wr.writerow(["report_id", "description", "location", "created_at"])
                 for i in tqdm(
                     range(cfg.triage_rows), desc="history CSV", unit="row", leave=False, mininterval=1
                 ):
@@ -660,6 +660,8 @@ class Bench:
                     "description",
                     "--location-column",
                     "location",
+                    "--time-column",
+                    "created_at",
                     "--out",
                     str(Path(tmp) / "o.jsonl"),
                 ],

@@ -25,7 +25,7 @@ import hmac
 import random
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
 
@@ -49,6 +49,9 @@ CHANNEL_MIX: dict[str, int] = {
     "desk_walikota": 300,
     "desk_inspektorat": 60,
 }
+#: historical rows (``csv_row``): dated from here at the real yearly volume of all channels
+HISTORY_FROM = datetime(2018, 1, 1, 8, 0, tzinfo=timezone(timedelta(hours=7)))
+HISTORY_PER_DAY = sum(CHANNEL_MIX.values()) / 365
 REDELIVERY_RATE = 0.05
 REPEAT_RATE = 0.10
 FLOOD_KELURAHAN = (
@@ -407,11 +410,16 @@ class Traffic:
         self.recent_http.append(body)
         return body
 
-    def csv_row(self, i: int) -> tuple[str, str, str]:
-        """id, description, location: a row of a historical CRM export (for the offline replay)."""
+    def csv_row(self, i: int) -> tuple[str, str, str, str]:
+        """id, description, location, time: a row of a historical CRM export (for the offline replay).
+
+        Rows are dated at the real CRM's 2023 volume (all channels, ~470 a day) from 2018 on, so a
+        million rows span six years and grouping sees the open cases a real replay would, not every
+        report of six years open at once."""
         p = self._problem(False)
         where = f"KELURAHAN {p.kel.name.upper()}" if self.rng.random() < 0.8 else f"{p.lat},{p.lon}"
-        return f"JK{i:010d}", self._text(p), where
+        at = HISTORY_FROM + timedelta(days=i / HISTORY_PER_DAY)
+        return f"JK{i:010d}", self._text(p), where, at.isoformat(timespec="seconds")
 
 
 def stamp(env: dict[str, Any], now: datetime | None = None) -> bytes:

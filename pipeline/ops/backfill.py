@@ -64,7 +64,8 @@ class Parsed:
     repeated: int = 0
 
 
-def _when(row: dict[str, str], m: Mapping, have: set[str]) -> datetime | None:
+def when_reported(row: dict[str, str], m: Mapping, have: set[str]) -> datetime | None:
+    """When a historical row was reported: its time column, else its day/month/year columns."""
     from datetime import timedelta, timezone
 
     tz = timezone(timedelta(hours=m.timezone_hours))
@@ -149,7 +150,7 @@ def parse_file(path: Path, m: Mapping, limit: int | None = None) -> Parsed:
                     out.repeated += 1
                 continue
             try:
-                when = _when(row, m, have)
+                when = when_reported(row, m, have)
             except ValueError as exc:
                 out.errors.append(f"{name}:{line}: {exc}")
                 continue
