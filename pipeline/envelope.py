@@ -97,6 +97,9 @@ class RawRef(_Model):
 
 
 class Region(_Model):
+    #: immutable, so the gazetteer hands out one instance per place instead of building one per report
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
     kota: str | None = None
     kota_code: str | None = None
     kecamatan: str | None = None

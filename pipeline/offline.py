@@ -115,11 +115,10 @@ def triage_main(args: argparse.Namespace) -> int:
 
     from .envelope import Report, Reporter, utcnow
     from .ops.backfill import Mapping, when_reported
-    from .processors.chain import TriageChain
+    from .processors.chain import TriageChain, settle_heap
     from .processors.classify import ModelFileError, load_classifier
     from .processors.group import CaseIndex
     from .processors.locate import load_gazetteer
-    from .processors.normalise import warm_up
     from .processors.route import RoutingTableError, load_router
 
     needed = {"--id-column": args.id_column, "--text-column": args.text_column}
@@ -131,7 +130,7 @@ def triage_main(args: argparse.Namespace) -> int:
     try:
         classifier = load_classifier(getattr(args, "model", None))
         chain = TriageChain(classifier, load_gazetteer(), load_router(), cases=CaseIndex())
-        warm_up()
+        settle_heap()
         fh, reader = _open_csv(args.input, needed)
         have = set(reader.fieldnames or ())
     except (InputError, ModelFileError, RoutingTableError) as exc:

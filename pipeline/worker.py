@@ -18,7 +18,6 @@ topic with the reason and the flow goes on.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,10 +33,10 @@ from .deadletter import DeadLetter, SourcePosition
 from .envelope import Report
 from .ops.telemetry import observe_triaged, start_worker_telemetry
 from .processors.cases_redis import RedisCaseGrouper
-from .processors.chain import TriageChain, apply_case
+from .processors.chain import TriageChain, apply_case, settle_heap
 from .processors.dedup import RedisDedupStore
 from .processors.group import GroupItem
-from .processors.normalise import mask_pii, warm_up
+from .processors.normalise import mask_pii
 from .publish import Publisher, PublishError, make_producer
 from .security import faust_broker_kwargs
 from .settings import Settings, get_settings
@@ -337,19 +336,6 @@ async def prepare(settings: Settings) -> None:
     """Topics and database schema exist before any agent consumes."""
     await ensure_topics(settings, all_topic_specs(settings))
     await migrate(settings)
-
-
-def settle_heap() -> None:
-    """Keep the collector off the long-lived tables (lexicon, gazetteer, router, token cache).
-
-    Every full collection walked those millions of objects again; frozen, they are skipped, and a
-    larger first-generation threshold lets a batch's short-lived objects die young. Decoding a
-    batch cost twice as much with the default settings.
-    """
-    warm_up()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
 
 
 def run_worker(loglevel: str = "info") -> None:

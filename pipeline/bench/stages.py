@@ -28,7 +28,8 @@ class _Event:
 
 
 async def measure(settings: Settings, batches: int = 20, batch_size: int = 500) -> dict[str, Any]:
-    from ..worker import Stages, settle_heap
+    from ..processors.chain import settle_heap
+    from ..worker import Stages
 
     traffic = Traffic(seed=13, run_tag="stages")
     # The first half fills the case store and warms caches and connections; the second is measured,

@@ -320,20 +320,26 @@ class CaseIndex:
         sim = max((text_similarity(mine, m.get()) for _, m in self._compared(case)), default=0.0)
         return self._combine(item, reach, sim)
 
-    def _reach(self, item: GroupItem, case: CaseRecord) -> float | str:
+    def _reach(
+        self, item: GroupItem, case: CaseRecord, around: tuple[datetime, datetime] | None = None
+    ) -> float | str:
         """Distance in metres when both sides are located, -1.0 when only text can compare them (same
-        kelurahan), or why they cannot be compared."""
-        p = self.policy
+        kelurahan), or why they cannot be compared. ``around`` is the item's time window (from
+        :meth:`_around`), passed in when many cases are gated against one item."""
         if item.category != case.category:
             return "other category"
-        if abs(item.at - case.last_at) > p.window and abs(item.at - case.first_at) > p.window:
+        lo, hi = around or self._around(item)
+        if not (lo <= case.last_at <= hi or lo <= case.first_at <= hi):
             return "outside the time window"
-        if self._has_coords(item, case):
-            d = distance_m(item.lat, item.lon, case.lat, case.lon)  # type: ignore[arg-type]
-            return f"{d:.0f} m apart" if d > p.radius_m else d
+        if item.lat is not None and item.lon is not None and case.lat is not None and case.lon is not None:
+            d = distance_m(item.lat, item.lon, case.lat, case.lon)
+            return f"{d:.0f} m apart" if d > self.policy.radius_m else d
         if not (item.kelurahan_code and item.kelurahan_code == case.kelurahan_code):
             return "no common place"
         return -1.0
+
+    def _around(self, item: GroupItem) -> tuple[datetime, datetime]:
+        return item.at - self.policy.window, item.at + self.policy.window
 
     def _combine(self, item: GroupItem, reach: float, sim: float) -> tuple[float, str]:
         if reach >= 0:
@@ -415,14 +421,21 @@ class CaseIndex:
         """
         reachable: list[tuple[float, CaseRecord, float, list[tuple[float, Fingerprint]]]] = []
         words: frozenset[str] | None = None
+        around = self._around(item)
         for case in cases:
-            reach = self._reach(item, case)
+            reach = self._reach(item, case, around)
             if isinstance(reach, str):
                 continue
             if words is None:
                 words = fp.get().words
-            members = [(_jaccard(words, m.get().words), m.get()) for _, m in self._compared(case)]
-            reachable.append((max((w for w, _ in members), default=0.0), case, reach, members))
+            members = []
+            top = 0.0
+            for _, lazy in self._compared(case):
+                other = lazy.get()
+                w = _jaccard(words, other.words)
+                members.append((w, other))
+                top = w if w > top else top
+            reachable.append((top, case, reach, members))
         if len(reachable) > TEXT_SHORTLIST and (item.lat is None or item.lon is None):
             reachable.sort(key=lambda r: r[0], reverse=True)  # stable: ties keep the store's order
             del reachable[TEXT_SHORTLIST:]

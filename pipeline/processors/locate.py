@@ -111,17 +111,27 @@ class Place:
     lon: float | None = None
 
     def region(self) -> Region:
-        return Region(
-            kota=self.kota,
-            kota_code=self.kota_code,
-            kecamatan=self.kecamatan,
-            kecamatan_code=self.kecamatan_code,
-            kelurahan=self.kelurahan,
-            kelurahan_code=self.kelurahan_code,
-        )
+        region = _REGIONS.get(self.code)
+        if region is None:
+            region = _REGIONS[self.code] = _region(self)
+        return region
 
     def describe(self) -> str:
         return f"{self.level} {self.name} ({self.code})"
+
+
+_REGIONS: dict[str, Region] = {}  # place code -> its region: one per place of the gazetteer (~300)
+
+
+def _region(place: Place) -> Region:
+    return Region(
+        kota=place.kota,
+        kota_code=place.kota_code,
+        kecamatan=place.kecamatan,
+        kecamatan_code=place.kecamatan_code,
+        kelurahan=place.kelurahan,
+        kelurahan_code=place.kelurahan_code,
+    )
 
 
 def _tokens(text: str) -> list[str]:
