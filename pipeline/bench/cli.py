@@ -36,11 +36,11 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.description = HELP
     p.add_argument("--quick", action="store_true", help="short run (CI); explicit sizes below still win")
     p.add_argument(
-        "--repeat", type=int, help="runs of the baseline and throughput phases (median; default 3)"
+        "--repeat", type=int, help="runs of the baseline, throughput and latency phases (median; default 3)"
     )
     p.add_argument("--drain-n", type=int, help="reports per throughput run (default 30000)")
     p.add_argument("--fixed-rps", type=int, help="offered load of the latency phase (default 1000)")
-    p.add_argument("--fixed-s", type=float, help="seconds of the latency phase (default 30)")
+    p.add_argument("--fixed-s", type=float, help="seconds of each latency run (default 20; --repeat runs)")
     p.add_argument("--burst-base-rps", type=int, help="flood day base rate; the burst is 10x (default 300)")
     p.add_argument("--burst-s", type=float, help="seconds of the 10x burst (default 10)")
     p.add_argument("--burst-pre-s", type=float, help="seconds at the base rate before the burst (default 10)")
