@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pipeline.envelope import Location, Region, Report, Reporter, Triage
 from pipeline.processors.group import (
@@ -10,6 +11,7 @@ from pipeline.processors.group import (
     GroupingPolicy,
     GroupItem,
     MemoryCaseStore,
+    _LazyFingerprint,
     distance_m,
     fingerprint,
     text_similarity,
@@ -165,3 +167,51 @@ def test_a_crowded_kelurahan_compares_only_its_most_recently_active_cases() -> N
     # joining makes a case recent again: it is found by the next repeat
     again = index.assign(item("late-0b", f"sampah menumpuk di {streets[0]} warga0 resah", at=later))
     assert again.joined and again.case_id == "case-late-0"
+
+
+def _best_by_scoring_everything(index: CaseIndex, it: GroupItem) -> tuple[float, str, str] | None:
+    """The plain rule the pruned search must agree with: shortlist by shared words (without
+    coordinates), then score every candidate in full and keep the first best."""
+    from pipeline.processors.group import TEXT_SHORTLIST, _jaccard
+
+    cases = index._candidates(it)
+    mine = fingerprint(it.text)
+    if len(cases) > TEXT_SHORTLIST and (it.lat is None or it.lon is None):
+
+        def overlap(case: Any) -> float:
+            return max(_jaccard(mine.words, m.get().words) for _, m in index._compared(case))
+
+        cases = sorted(cases, key=overlap, reverse=True)[:TEXT_SHORTLIST]
+    best = None
+    for case in cases:
+        s, why = index.score(it, mine, case)
+        if s > 0 and (best is None or s > best[0]):
+            best = (s, case.case_id, why)
+    return None if best is None else (best[0], best[1], best[2])
+
+
+def test_pruned_search_picks_what_scoring_every_candidate_picks() -> None:
+    """Shingles skipped by the bound never change the decision: same case, score and reason."""
+    import random
+
+    rng = random.Random(5)
+    words = ("sampah numpuk kali got mampet banjir jalan rusak lubang lampu mati pohon tumbang "
+             "parkir liar trotoar pkl bau asap genangan air selokan").split()  # fmt: skip
+    kels = ["31.72.04.1004", "31.75.07.1003"]
+    index = CaseIndex()
+    checked = 0
+    for i in range(1500):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(3, 9)))
+        located = rng.random() < 0.4
+        lat, lon = (-6.1 + rng.uniform(0, 0.01), 106.93 + rng.uniform(0, 0.01)) if located else (None, None)
+        it = item(f"p{i}", text, at=T0 + timedelta(hours=i), cat=rng.choice(["garbage", "flood"]),
+                  kel=rng.choice(kels), lat=lat, lon=lon)  # fmt: skip
+        expected = _best_by_scoring_everything(index, it)
+        got = index._best(it, _LazyFingerprint(it.text), index._candidates(it))
+        if expected is None:
+            assert got is None
+        else:
+            assert got is not None and (got[0], got[1].case_id, got[2]) == expected
+            checked += 1
+        index.assign(it)
+    assert checked > 1000  # most reports had a candidate to compare with
