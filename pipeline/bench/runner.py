@@ -473,7 +473,7 @@ class Bench:
 
     async def phase_throughput(self, workers: int) -> None:
         runs = []
-        for i in range(self.cfg.repeat if workers == 1 else 1):  # scale-out: one run (time budget)
+        for i in range(self.cfg.repeat):  # the median: a single 2-worker drain moved by a third between runs
             last = i == self.cfg.repeat - 1  # profile the last run: a worker that has been busy a while
             pid = self.workers[0].pid if (workers == 1 and last and self.cfg.profile_s > 0) else None
             runs.append(await self.drain(f"drain {workers}w #{i + 1}", profile_pid=pid))
