@@ -40,7 +40,7 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
     env = {**os.environ, **harness.stack_env(), "PYTHONUNBUFFERED": "1"}
     args = [
         "--stack", "external", "--out-dir", str(tmp_path), "--repeat", "1", "--partitions", "2",
-        "--drain-n", "300", "--fixed-rps", "100", "--fixed-s", "2",
+        "--drain-n", "300", "--fixed-rps", "100", "--fixed-s", "2", "--open-reports", "100",
         "--burst-base-rps", "10", "--burst-pre-s", "1", "--burst-s", "1", "--burst-post-s", "1",
         "--ingress-requests", "40", "--ingress-concurrency", "4", "--baseline-n", "2000",
         "--triage-rows", "300", "--max-workers", "2", "--profile-s", "0",

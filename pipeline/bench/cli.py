@@ -40,6 +40,12 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--drain-n", type=int, help="reports per throughput run (default 30000)")
     p.add_argument("--fixed-rps", type=int, help="offered load of the latency phase (default 1000)")
+    p.add_argument(
+        "--open-reports",
+        type=int,
+        help="reports whose cases are open when a latency phase starts (default: 60 days at the real "
+        "volume, ~28,000)",
+    )
     p.add_argument("--fixed-s", type=float, help="seconds of each latency run (default 20; --repeat runs)")
     p.add_argument("--burst-base-rps", type=int, help="flood day base rate; the burst is 10x (default 300)")
     p.add_argument("--burst-s", type=float, help="seconds of the 10x burst (default 10)")

@@ -52,7 +52,7 @@ from tqdm import tqdm
 from . import profile as pyspy
 from .monitor import Monitor
 from .stack import ROOT, BenchStack, Space, log
-from .traffic import CHANNEL_MIX, Traffic, stamp
+from .traffic import CHANNEL_MIX, HISTORY_PER_DAY, Traffic, stamp
 
 TARGETS = {
     "throughput_rps": 5000,
@@ -86,6 +86,8 @@ class Config:
     phases: str = "all"
     out_dir: str = str(ROOT / "bench" / "results")
     settle_timeout_s: float = 180
+    #: reports whose cases are open when a latency phase starts (None: 60 days at the real volume)
+    open_reports: int | None = None
 
     @property
     def results_name(self) -> str:
@@ -110,6 +112,7 @@ class Config:
             "baseline_n": 50_000,
             "triage_rows": 50_000,
             "profile_s": 5,
+            "open_reports": 3000,
         }
 
 
@@ -496,11 +499,40 @@ class Bench:
             (c - r) * 1000 for r, c in rows if (t_from is None or r >= t_from) and (t_to is None or r <= t_to)
         ]
 
+    async def open_cases_as_live(self, label: str) -> int:
+        """The case store as a live deployment holds it: the open cases of the grouping window at the
+        real CRM's volume (60 days × ~470 reports), not the hundred thousand reports the earlier
+        phases left open at one moment. Grouping costs grow with the open cases (more case reads and
+        decodes per report), so without this the latency phase measured a city three times as busy.
+        Returns the reports the store was filled with."""
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url(self.space.env["CRM_REDIS_URL"])
+        try:
+            keys: list[bytes] = []
+            async for key in r.scan_iter(match=f"{self.space.tag}:case:*", count=5000):
+                keys.append(key)
+                if len(keys) >= 5000:
+                    await r.unlink(*keys)
+                    keys.clear()
+            if keys:
+                await r.unlink(*keys)
+        finally:
+            await r.aclose()
+        n = self.cfg.open_reports if self.cfg.open_reports is not None else round(60 * HISTORY_PER_DAY)
+        if n > 0:
+            w = Window(f"{label} open cases", datetime.now(UTC))
+            await self.send_backlog(w, n)
+            w.t1 = datetime.now(UTC)
+            await self.wait_stored(w, w.name)
+        return n
+
     async def phase_fixed(self, workers: int = 1) -> None:
         """The offered load for ``fixed_s`` seconds, ``repeat`` times: each percentile is the median of
         the runs (one run's p99 moved by a third from run to run on the 2-core machine)."""
         cfg = self.cfg
         label = "fixed" if workers == 1 else f"fixed {workers}w"
+        open_reports = await self.open_cases_as_live(label)
         self.monitor.begin(label)
         runs = []
         for i in range(cfg.repeat):
@@ -530,6 +562,7 @@ class Bench:
                 "achieved_offered_rps": statistics.median(r["achieved_offered_rps"] for r in runs),
                 "seconds": cfg.fixed_s,
                 "workers": workers,
+                "open_reports_before": open_reports,
             }
         )
         if workers == 1:
