@@ -100,6 +100,7 @@ class RedisCaseGrouper:
         self.ttl_s = int(self.policy.window.total_seconds() * 2)
         # Decoded cases kept between batches: case id -> (monotonic time read, record).
         self._cache: OrderedDict[str, tuple[float, CaseRecord]] = OrderedDict()
+        self._cell_keys: dict[tuple[str, tuple[int, int]], tuple[str, ...]] = {}
 
     def _k_case(self, case_id: str) -> str:
         return f"{self.ns}:case:{case_id}"
@@ -184,6 +185,19 @@ class RedisCaseGrouper:
         while len(self._cache) > CACHE_MAX:
             self._cache.popitem(last=False)
 
+    def _filed_under(self, category: str, cell: tuple[int, int]) -> tuple[str, ...]:
+        """The bucket keys a located case is filed under: its own cell and the eight around it
+        (remembered: a city has a few thousand occupied cells per category)."""
+        keys = self._cell_keys.get((category, cell))
+        if keys is None:
+            if len(self._cell_keys) > 50_000:
+                self._cell_keys.clear()
+            cy, cx = cell
+            around = [(cy + dy, cx + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            keys = tuple(self._k_cell(category, _cell_key(c)) for c in around)
+            self._cell_keys[(category, cell)] = keys
+        return keys
+
     async def _persist(
         self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
     ) -> None:
@@ -193,11 +207,8 @@ class RedisCaseGrouper:
             writes.set(self._k_case(case.case_id), _encode_case(case), self.ttl_s)
             member = [repr(case.last_at.timestamp()), case.case_id]
             if case.lat is not None and case.lon is not None:
-                cy, cx = _cell(case.lat, case.lon)
-                prefix = self._k_cell(case.category, "")
-                for dy in (-1, 0, 1):
-                    for dx in (-1, 0, 1):
-                        buckets.setdefault(prefix + _cell_key((cy + dy, cx + dx)), []).extend(member)
+                for key in self._filed_under(case.category, _cell(case.lat, case.lon)):
+                    buckets.setdefault(key, []).extend(member)
             if case.kelurahan_code:
                 buckets.setdefault(self._k_kel(case.category, case.kelurahan_code), []).extend(member)
                 if case.lat is None or case.lon is None:

@@ -88,6 +88,9 @@ class RedisDedupStore:
         # duplicates too. They reach this same worker, since the report id is the partition key.
         self._pending_ids: set[str] = set()
         self._pending_fps: dict[str, str] = {}
+        # The fingerprint of each pending report, computed once in split() (it was 3.5% of the worker
+        # when remember() and release() computed it again).
+        self._fp_of: dict[str, str | None] = {}
 
     def _id_key(self, rid: str) -> str:
         return f"{self.ns}:dedup:id:{rid}"
@@ -117,6 +120,7 @@ class RedisDedupStore:
         for r, fp in zip(reports, fps, strict=True):
             if r.report_id in fresh_ids:
                 self._pending_ids.add(r.report_id)
+                self._fp_of[r.report_id] = fp
                 if fp is not None:
                     self._pending_fps.setdefault(fp, r.report_id)
         return fresh, dups
@@ -125,15 +129,20 @@ class RedisDedupStore:
         """The batch is done (remembered, or given up on): no longer pending."""
         for r in reports:
             self._pending_ids.discard(r.report_id)
-            fp = text_fingerprint(r)
+            fp = self._fingerprint(r)
+            self._fp_of.pop(r.report_id, None)
             if fp is not None and self._pending_fps.get(fp) == r.report_id:
                 del self._pending_fps[fp]
+
+    def _fingerprint(self, report: Report) -> str | None:
+        rid = report.report_id
+        return self._fp_of[rid] if rid in self._fp_of else text_fingerprint(report)
 
     async def remember(self, reports: Sequence[Report]) -> None:
         writes = BatchWrite()
         for report in reports:
             writes.set(self._id_key(report.report_id), "1", self.ttl_s)
-            fp = text_fingerprint(report)
+            fp = self._fingerprint(report)
             if fp and self.window_s:
                 writes.set(self._fp_key(fp), report.report_id, self.window_s, nx=True)
         await writes.execute(self.r)
