@@ -109,29 +109,24 @@ class Place:
     kelurahan_code: str | None = None
     lat: float | None = None
     lon: float | None = None
+    #: built on first use and shared by every report placed here (``Region`` is frozen)
+    _region: Region | None = field(default=None, init=False, repr=False, compare=False)
 
     def region(self) -> Region:
-        region = _REGIONS.get(self.code)
-        if region is None:
-            region = _REGIONS[self.code] = _region(self)
-        return region
+        if self._region is None:
+            region = Region(
+                kota=self.kota,
+                kota_code=self.kota_code,
+                kecamatan=self.kecamatan,
+                kecamatan_code=self.kecamatan_code,
+                kelurahan=self.kelurahan,
+                kelurahan_code=self.kelurahan_code,
+            )
+            object.__setattr__(self, "_region", region)  # a cache, not state: the place stays frozen
+        return self._region  # type: ignore[return-value]
 
     def describe(self) -> str:
         return f"{self.level} {self.name} ({self.code})"
-
-
-_REGIONS: dict[str, Region] = {}  # place code -> its region: one per place of the gazetteer (~300)
-
-
-def _region(place: Place) -> Region:
-    return Region(
-        kota=place.kota,
-        kota_code=place.kota_code,
-        kecamatan=place.kecamatan,
-        kecamatan_code=place.kecamatan_code,
-        kelurahan=place.kelurahan,
-        kelurahan_code=place.kelurahan_code,
-    )
 
 
 def _tokens(text: str) -> list[str]:
