@@ -126,3 +126,41 @@ def test_a_located_report_joins_a_case_known_only_by_its_kelurahan(iso):
     )
     [[first], [second]] = run(iso, [[desk], [app]])
     assert second.joined and second.case_id == first.case_id
+
+
+def test_a_case_is_filed_under_every_cell_a_report_within_the_radius_can_be_in_and_few_others():
+    import math
+    import random
+
+    from pipeline.processors.group import _cell, _cell_key, distance_m
+
+    grouper = RedisCaseGrouper(None, "t")  # type: ignore[arg-type]  # filing needs no connection
+    rng = random.Random(7)
+    radius = grouper.policy.radius_m
+    counts = []
+    for _ in range(4000):
+        lat, lon = rng.uniform(-6.40, -6.08), rng.uniform(106.68, 107.00)
+        filed = set(grouper._filed_under("flood", lat, lon))
+        counts.append(len(filed))
+        for _ in range(5):  # reports up to the radius away, in any direction, many near its edge
+            r, bearing = radius * math.sqrt(rng.random()) ** 0.2, rng.uniform(0, 2 * math.pi)
+            rlat = lat + r * math.cos(bearing) / 111_195.0
+            rlon = lon + r * math.sin(bearing) / (111_195.0 * math.cos(math.radians(lat)))
+            if distance_m(lat, lon, rlat, rlon) <= radius:
+                assert grouper._k_cell("flood", _cell_key(_cell(rlat, rlon))) in filed
+    assert min(counts) == 4 and max(counts) <= 9
+    assert sum(counts) / len(counts) < 5.5  # not all nine cells around it
+
+
+def test_a_report_finds_a_case_across_a_cell_corner(iso):
+    from pipeline.processors.group import _CELL_DEG
+
+    corner_lat, corner_lon = -1390 * _CELL_DEG, 23740 * _CELL_DEG  # a cell corner in Jakarta
+    d = 0.0002  # ~22 m each way: the two reports are ~63 m apart, in diagonal cells
+    case = _item("corner-c1", "pohon tumbang menutup jalan", lat=corner_lat + d, lon=corner_lon + d)
+    report = _item(
+        "corner-r1", "pohon tumbang menutup jalan raya", lat=corner_lat - d, lon=corner_lon - d, minutes=5
+    )
+    (first,), (second,) = run(iso, [[case], [report]])
+    assert not first.joined
+    assert second.joined and second.case_id == first.case_id

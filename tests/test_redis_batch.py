@@ -55,6 +55,36 @@ def test_sets_zadds_ttls_and_nx_in_one_call(iso):
     assert top == [[("case-1", 1764686253.25)], []]  # floor and per-key order respected
 
 
+def test_a_bucket_ttl_is_renewed_once_half_is_gone_and_old_members_go_with_it(iso):
+    ns = f"{iso.tag}-rb4"
+    key = f"{ns}:bucket"
+
+    async def write(r, *pairs_):
+        w = BatchWrite()
+        w.zadd(key, [x for score, member in pairs_ for x in (repr(score), member)], 1000, keep=1000)
+        await w.execute(r)
+        return await r.ttl(key), [m.decode() for m in await r.zrange(key, 0, -1)]
+
+    async def go(r):
+        other = BatchWrite()  # without keep, nothing is pruned, whatever the scores
+        other.zadd(f"{ns}:plain", [repr(1.0), "a", repr(9999.0), "b"], 1000)
+        await other.execute(r)
+        await r.expire(f"{ns}:plain", 10)
+        await other.execute(r)
+        assert await r.zcard(f"{ns}:plain") == 2 and await r.ttl(f"{ns}:plain") > 990
+        first = await write(r, (5000.0, "old"))
+        await r.expire(key, 700)  # still more than half left: the next write leaves it alone
+        kept = await write(r, (5500.0, "mid"))
+        await r.expire(key, 400)  # less than half left: renewed, and "old" is now > 1000 s behind
+        renewed = await write(r, (6200.0, "new"))
+        return first, kept, renewed
+
+    first, kept, renewed = run(iso, go)
+    assert 990 < first[0] <= 1000 and first[1] == ["old"]
+    assert 690 < kept[0] <= 700 and kept[1] == ["old", "mid"]
+    assert 990 < renewed[0] <= 1000 and renewed[1] == ["mid", "new"]
+
+
 def test_a_big_batch_is_split_into_calls_and_nothing_is_lost(iso, monkeypatch):
     monkeypatch.setattr(redis_batch, "CHUNK_OPS", 50)
     ns = f"{iso.tag}-rb2"

@@ -10,6 +10,7 @@ cases; the second becomes a duplicate candidate at worst, which an officer can m
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -100,7 +101,9 @@ class RedisCaseGrouper:
         self.ttl_s = int(self.policy.window.total_seconds() * 2)
         # Decoded cases kept between batches: case id -> (monotonic time read, record).
         self._cache: OrderedDict[str, tuple[float, CaseRecord]] = OrderedDict()
-        self._cell_keys: dict[tuple[str, tuple[int, int]], tuple[str, ...]] = {}
+        self._cell_keys: dict[tuple[str, int, int], str] = {}
+        # Latitude degrees a case reaches (haversine metres per degree, with 2% to spare).
+        self._reach_deg = self.policy.radius_m / 111_195.0 * 1.02
 
     def _k_case(self, case_id: str) -> str:
         return f"{self.ns}:case:{case_id}"
@@ -119,10 +122,11 @@ class RedisCaseGrouper:
         return f"{self.ns}:case:decision:{report_id}"
 
     def _bucket_keys(self, item: GroupItem) -> list[str]:
-        """One key per place: a case is filed under every cell next to its own, so a report only reads
-        its own cell and still sees every case within ~500 m, at most BUCKET_LIMIT of them. (Reading
-        the nine cells instead multiplies the candidates to score by up to nine once cells fill up:
-        the bench's throughput fell by a third over 90,000 reports.)"""
+        """One key per place: a case is filed under every cell a report within the radius could be in
+        (:meth:`_filed_under`), so a report only reads its own cell and still sees every case within
+        the radius, at most BUCKET_LIMIT of them. (Reading the nine cells instead multiplies the
+        candidates to score by up to nine once cells fill up: the bench's throughput fell by a third
+        over 90,000 reports.)"""
         if not item.category:
             return []
         keys = []
@@ -185,18 +189,25 @@ class RedisCaseGrouper:
         while len(self._cache) > CACHE_MAX:
             self._cache.popitem(last=False)
 
-    def _filed_under(self, category: str, cell: tuple[int, int]) -> tuple[str, ...]:
-        """The bucket keys a located case is filed under: its own cell and the eight around it
-        (remembered: a city has a few thousand occupied cells per category)."""
-        keys = self._cell_keys.get((category, cell))
-        if keys is None:
-            if len(self._cell_keys) > 50_000:
+    def _filed_under(self, category: str, lat: float, lon: float) -> list[str]:
+        """The bucket keys a located case is filed under: every cell in which a report within the
+        radius could be. That is 2 or 3 cells a side, 4.8 on average rather than all 9 around it:
+        cell ZADDs were half of what Redis appends to its file, and a case filed under a cell it
+        cannot reach only crowds that cell's most recent few."""
+        d = self._reach_deg
+        d_lon = d / math.cos(math.radians(min(abs(lat) + d, 89.0)))
+        y0, x0 = _cell(lat - d, lon - d_lon)
+        y1, x1 = _cell(lat + d, lon + d_lon)
+        return [self._cell_bucket(category, y, x) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1)]
+
+    def _cell_bucket(self, category: str, y: int, x: int) -> str:
+        """Bucket key of one cell (remembered: a city has a few thousand occupied cells per category)."""
+        key = self._cell_keys.get((category, y, x))
+        if key is None:
+            if len(self._cell_keys) > 200_000:
                 self._cell_keys.clear()
-            cy, cx = cell
-            around = [(cy + dy, cx + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-            keys = tuple(self._k_cell(category, _cell_key(c)) for c in around)
-            self._cell_keys[(category, cell)] = keys
-        return keys
+            key = self._cell_keys[(category, y, x)] = self._k_cell(category, _cell_key((y, x)))
+        return key
 
     async def _persist(
         self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
@@ -207,7 +218,7 @@ class RedisCaseGrouper:
             writes.set(self._k_case(case.case_id), _encode_case(case), self.ttl_s)
             member = [repr(case.last_at.timestamp()), case.case_id]
             if case.lat is not None and case.lon is not None:
-                for key in self._filed_under(case.category, _cell(case.lat, case.lon)):
+                for key in self._filed_under(case.category, case.lat, case.lon):
                     buckets.setdefault(key, []).extend(member)
             if case.kelurahan_code:
                 buckets.setdefault(self._k_kel(case.category, case.kelurahan_code), []).extend(member)
@@ -215,8 +226,8 @@ class RedisCaseGrouper:
                     key = self._k_kel_unplaced(case.category, case.kelurahan_code)
                     buckets.setdefault(key, []).extend(member)
         # One ZADD and one EXPIRE per bucket for the whole batch, however many cases share it.
-        for key, flat in buckets.items():
-            writes.zadd(key, flat, self.ttl_s)
+        for key, flat in buckets.items():  # scores are seconds: cases idle for a TTL are dropped
+            writes.zadd(key, flat, self.ttl_s, keep=self.ttl_s)
         for report_id, decision in decisions.items():
             writes.set(self._k_decision(report_id), orjson.dumps(decision), self.ttl_s)
         await writes.execute(self.r)

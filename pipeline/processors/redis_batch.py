@@ -29,7 +29,16 @@ for _, s in ipairs(w.set) do
 end
 for _, z in ipairs(w.zadd) do
   redis.call('ZADD', z[1], unpack(z[3]))
-  redis.call('EXPIRE', z[1], z[2])
+  -- The TTL is renewed only once less than half of it is left (and then members scored more than
+  -- z[4] below the newest go, when z[4] > 0): a renewal per batch was a fifth of the append-only
+  -- file, and every byte of that file is CPU again when Redis rewrites it.
+  if redis.call('TTL', z[1]) < z[2] / 2 then
+    redis.call('EXPIRE', z[1], z[2])
+    if z[4] > 0 then
+      local newest = redis.call('ZREVRANGE', z[1], 0, 0, 'WITHSCORES')[2]
+      redis.call('ZREMRANGEBYSCORE', z[1], '-inf', '(' .. (tonumber(newest) - z[4]))
+    end
+  end
 end
 return #w.set + #w.zadd
 """
@@ -54,13 +63,18 @@ class BatchWrite:
         text = value.decode() if isinstance(value, bytes) else value
         self._sets.append([key, text, int(ttl_s), 1 if nx else 0])
 
-    def zadd(self, key: str, flat: list[str], ttl_s: int) -> None:
-        """``flat`` is [score, member, score, member, ...], scores as text (``repr(float)``)."""
+    def zadd(self, key: str, flat: list[str], ttl_s: int, keep: float = 0) -> None:
+        """``flat`` is [score, member, score, member, ...], scores as text (``repr(float)``).
+
+        The key lives at least ``ttl_s / 2`` after this write and at most ``ttl_s``: its TTL is
+        renewed only once half of it has run out (one expiry a half-life for a busy key, not one a
+        batch). At that renewal, with ``keep`` > 0, members scored more than ``keep`` below the
+        newest are dropped, so a key that never goes quiet does not grow for ever."""
         if len(flat) <= 1000:
-            self._zadds.append([key, int(ttl_s), flat])
+            self._zadds.append([key, int(ttl_s), flat, keep])
             return
         for i in range(0, len(flat), 1000):  # Lua's unpack() has a stack limit
-            self._zadds.append([key, int(ttl_s), flat[i : i + 1000]])
+            self._zadds.append([key, int(ttl_s), flat[i : i + 1000], keep])
 
     def __len__(self) -> int:
         return len(self._sets) + len(self._zadds)
