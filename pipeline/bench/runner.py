@@ -499,6 +499,21 @@ class Bench:
             (c - r) * 1000 for r, c in rows if (t_from is None or r >= t_from) and (t_to is None or r <= t_to)
         ]
 
+    async def redis_aof_rewrites(self) -> int | None:
+        """Append-only-file rewrites Redis has started so far (None when it cannot say). A latency
+        run with a rewrite in it has about twice the p99 of one without on a shared host (each run
+        records how many it saw; docs/runbook.md, "Scaling out")."""
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url(self.space.env["CRM_REDIS_URL"])
+        try:
+            info = await r.info("persistence")
+            return int(info["aof_rewrites"]) + int(info.get("aof_rewrite_in_progress", 0))
+        except (aioredis.RedisError, OSError, KeyError, ValueError):
+            return None
+        finally:
+            await r.aclose()
+
     async def open_cases_as_live(self, label: str) -> int:
         """The case store as a live deployment holds it: the open cases of the grouping window at the
         real CRM's volume (60 days × ~470 reports), not the hundred thousand reports the earlier
@@ -539,14 +554,20 @@ class Bench:
             name = label if cfg.repeat == 1 else f"{label} #{i + 1}"
             w = Window(name, datetime.now(UTC))
             self.windows.append(w)
+            rewrites = await self.redis_aof_rewrites()
             spans = await self.send_paced(w, [(cfg.fixed_s, cfg.fixed_rps, False)])
             w.t1 = datetime.now(UTC)
             await self.wait_stored(w, name)
             run = summary_ms(await self.latency_of(w))
             run["achieved_offered_rps"] = round(w.sent / (spans[0][2] - spans[0][1]), 1)
+            after = await self.redis_aof_rewrites()
+            run["redis_aof_rewrites"] = after - rewrites if None not in (after, rewrites) else None
             runs.append(run)
             self.spans = getattr(self, "spans", []) + [(name, s[1], s[2]) for s in spans]
-            tqdm.write(f"[bench] {name} {cfg.fixed_rps}/s: p50 {run['p50']} ms, p99 {run['p99']} ms")
+            tqdm.write(
+                f"[bench] {name} {cfg.fixed_rps}/s: p50 {run['p50']} ms, p99 {run['p99']} ms "
+                f"(Redis AOF rewrites during the run: {run['redis_aof_rewrites']})"
+            )
         cpu = self.monitor.end(label)
         result: dict[str, Any] = {
             k: statistics.median(r[k] for r in runs if r[k] is not None)
