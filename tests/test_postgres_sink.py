@@ -79,3 +79,61 @@ def test_a_row_the_store_refuses_is_isolated_and_the_rest_stored(iso):
     assert result.stored == 7
     assert [r.report_id for r, _ in result.poison] == [poison.report_id]
     assert "0x00" in result.poison[0][1] or "NUL" in result.poison[0][1]
+
+
+def test_a_case_counts_each_stored_report_once_whatever_the_order_replays_or_concurrency(iso):
+    """The support count is added to by newly stored reports only: a replayed batch adds nothing,
+    an earlier report arriving late becomes the case's first, and two sinks adding to one case at
+    the same moment are both counted."""
+    from datetime import timedelta
+    from uuid import uuid4
+
+    from pipeline.envelope import Triage, utcnow
+
+    settings = iso.settings()
+    asyncio.run(migrate(settings))
+    case_id = f"case-{uuid4()}"
+    t0 = utcnow()
+
+    def member(i: int, minutes: int) -> Report:
+        return Report.create(
+            channel="web",
+            provider_id=f"{case_id}-{i}",
+            reporter=Reporter(id=f"rp-{i}"),
+            text=f"Saluran air tersumbat nomor {i}",
+            received_at=t0 + timedelta(minutes=minutes),
+            triage=Triage(category="drainage", case_id=case_id),
+        )
+
+    first_batch = [member(i, 10 + i) for i in range(3)]
+    late_but_earlier = member(3, 0)
+    concurrent = [[member(10 + i, 20 + i)] for i in range(2)], [[member(20 + i, 30 + i)] for i in range(2)]
+
+    async def go():
+        sinks = [PostgresReportSink(settings) for _ in range(2)]
+        try:
+            await sinks[0].write_until_stored(first_batch)
+            replay = await sinks[0].write_until_stored(first_batch)  # redelivered: stored before
+            await sinks[1].write_until_stored([late_but_earlier, *first_batch[:1]])
+
+            async def feed(sink, batches):
+                for batch in batches:
+                    await sink.write_until_stored(batch)
+
+            await asyncio.gather(feed(sinks[0], concurrent[0]), feed(sinks[1], concurrent[1]))
+            return replay
+        finally:
+            for sink in sinks:
+                await sink.close()
+
+    replay = asyncio.run(go())
+    assert replay.stored == 0
+    ((count, first_id, first_at, last_at),) = iso.query(
+        "SELECT support_count, first_report_id::text, first_at, last_at FROM cases WHERE case_id = %s",
+        (case_id,),
+    )
+    assert count == 8  # 3 + 1 late + 2 + 2 concurrent; the replays not at all
+    assert first_id == late_but_earlier.report_id and first_at == late_but_earlier.received_at
+    assert last_at == t0 + timedelta(minutes=31)
+    (stored,) = iso.query("SELECT count(*) FROM reports WHERE case_id = %s", (case_id,))[0]
+    assert stored == count

@@ -27,6 +27,34 @@ async def copy_insert(
     """
     if not rows:
         return 0
+    await _stage_and_move(cur, table, columns, rows, on_conflict, ())
+    return max(cur.rowcount, 0)
+
+
+async def copy_insert_returning(
+    cur: AsyncCursor,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    returning: Sequence[str],
+    on_conflict: str = "ON CONFLICT DO NOTHING",
+) -> list[tuple[Any, ...]]:
+    """As :func:`copy_insert`, but returns the ``returning`` columns of the rows actually inserted
+    (none of a replayed row: what follows from an insert can then follow once, and only once)."""
+    if not rows:
+        return []
+    await _stage_and_move(cur, table, columns, rows, on_conflict, returning)
+    return [tuple(r) for r in await cur.fetchall()]
+
+
+async def _stage_and_move(
+    cur: AsyncCursor,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    on_conflict: str,
+    returning: Sequence[str],
+) -> None:
     schema, _, name = table.rpartition(".")
     stage = sql.Identifier(f"_stage_{schema}_{name}" if schema else f"_stage_{name}")
     target = sql.Identifier(*table.split("."))
@@ -41,15 +69,20 @@ async def copy_insert(
     async with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(stage=stage, cols=cols)) as copy:
         for row in rows:
             await copy.write_row(row)
+    back = (
+        sql.SQL(" RETURNING ") + sql.SQL(", ").join(map(sql.Identifier, returning))
+        if returning
+        else sql.SQL("")
+    )
     await cur.execute(
         sql.SQL(
             "WITH moved AS (DELETE FROM {stage} RETURNING {cols}) "
-            "INSERT INTO {target} ({cols}) SELECT {cols} FROM moved {conflict}"
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM moved {conflict}{back}"
         ).format(
             target=target,
             cols=cols,
             stage=stage,
             conflict=sql.SQL(on_conflict),  # a constant of the caller, never data
+            back=back,
         )
     )
-    return max(cur.rowcount, 0)

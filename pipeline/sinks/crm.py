@@ -1,10 +1,10 @@
 """What the CRM store records when a report is first stored, inside the sink's transaction.
 
-For every report of the batch (idempotently: stable keys, ``ON CONFLICT DO NOTHING``):
+For every report stored by the batch (a replayed report was stored before and adds nothing):
 
 * its first status-history row (``Menunggu``, event ``intake:<report id>``);
 * its assignment to the agency/unit triage chose, with the route reason (when triage named one);
-* its case (``triage.case_id``) with the support count recomputed from the stored reports;
+* its case (``triage.case_id``), whose support count it adds to;
 * the acknowledgement in the notification outbox (event key ``ack``), carrying the tracking number.
 
 The tracking number itself is given by the ``reports`` table (column default), so a replayed report
@@ -27,17 +27,28 @@ _HISTORY_COLUMNS = (
 )  # fmt: skip
 _ASSIGN_COLUMNS = ("report_id", "event_id", "agency", "agency_unit", "reason", "assigned_by", "assigned_at")
 _CASES = """
-INSERT INTO cases (case_id, category, kelurahan_code, first_report_id, first_at, last_at, support_count)
+INSERT INTO cases AS c (case_id, category, kelurahan_code, first_report_id, first_at, last_at,
+                        support_count)
 SELECT case_id, min(category), min(kelurahan_code),
        (array_agg(report_id ORDER BY received_at, report_id))[1], min(received_at), max(received_at), count(*)
-FROM reports WHERE case_id = ANY(%s) GROUP BY case_id
-ON CONFLICT (case_id) DO UPDATE SET support_count = EXCLUDED.support_count, last_at = EXCLUDED.last_at,
-    first_at = EXCLUDED.first_at, first_report_id = EXCLUDED.first_report_id, updated_at = now()
+FROM reports WHERE report_id = ANY(%s::uuid[]) AND case_id IS NOT NULL GROUP BY case_id
+ON CONFLICT (case_id) DO UPDATE SET
+    support_count = c.support_count + EXCLUDED.support_count,
+    first_report_id = CASE
+        WHEN (EXCLUDED.first_at, EXCLUDED.first_report_id) < (c.first_at, c.first_report_id)
+        THEN EXCLUDED.first_report_id ELSE c.first_report_id END,
+    first_at = least(c.first_at, EXCLUDED.first_at),
+    last_at = greatest(c.last_at, EXCLUDED.last_at),
+    updated_at = now()
 """
 
 
 async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
-    """History, assignment, case and acknowledgement rows for a stored batch (same transaction)."""
+    """History, assignment, case and acknowledgement rows for reports stored just now, in the same
+    transaction. Only newly stored reports may be passed: a case's support count is added to, not
+    recounted from every report of the case (that recount was a third of the store's time; adding
+    is also right when two workers add to one case at once, where a recount could miss the other's
+    reports)."""
     from ..notify.outbox import enqueue_acks  # the outbox module imports nothing from the sink
 
     history, assign = [], []
@@ -55,7 +66,6 @@ async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
             assign.append((r.report_id, event, agency, unit, reason, "pipeline", r.received_at))
     await copy_insert(cur, "status_history", _HISTORY_COLUMNS, history, "ON CONFLICT (event_id) DO NOTHING")
     await copy_insert(cur, "assignments", _ASSIGN_COLUMNS, assign)
-    case_ids = sorted({r.triage.case_id for r in batch if r.triage and r.triage.case_id})
-    if case_ids:
-        await cur.execute(_CASES, (case_ids,))
+    if any(r.triage and r.triage.case_id for r in batch):
+        await cur.execute(_CASES, ([r.report_id for r in batch],))
     await enqueue_acks(cur, [r.report_id for r in batch])

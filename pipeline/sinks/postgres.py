@@ -15,7 +15,7 @@ from ..envelope import Report
 from ..security import ContactCipher, seal_contact
 from ..settings import Settings
 from .base import BatchSink, PoisonRowError, TransientSinkError
-from .bulk import copy_insert
+from .bulk import copy_insert, copy_insert_returning
 from .crm import record_intake
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,12 @@ class PostgresReportSink(BatchSink[Report]):
         try:
             conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cur:
-                stored = await copy_insert(cur, "reports", _REPORT_COLUMNS, [_row(r) for r in batch])
+                inserted = await copy_insert_returning(
+                    cur, "reports", _REPORT_COLUMNS, [_row(r) for r in batch], ("report_id",)
+                )
+                # What follows an insert follows once: a replayed report (already stored) adds nothing.
+                new_ids = {str(rid) for (rid,) in inserted}
+                fresh = [r for r in batch if r.report_id in new_ids]
                 contacts = [
                     (
                         r.report_id,
@@ -169,15 +174,15 @@ class PostgresReportSink(BatchSink[Report]):
                             r.contact.handle,
                         ),
                     )
-                    for r in batch
+                    for r in fresh
                     if r.contact is not None
                 ]
                 await copy_insert(
                     cur, "reporter_contacts", _CONTACT_COLUMNS, contacts, "ON CONFLICT (report_id) DO NOTHING"
                 )
                 # Issue #4: first status, assignment, case and acknowledgement, in the same transaction.
-                await record_intake(cur, batch)
-            return max(stored, 0)
+                await record_intake(cur, fresh)
+            return len(fresh)
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             raise PoisonRowError(f"{type(exc).__name__}: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
