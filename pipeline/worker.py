@@ -211,7 +211,7 @@ class Stages:
                 extra={"report_id": dup.report.report_id, "channel": dup.report.channel},
             )
 
-        processed = self._triage(fresh)
+        processed, failed = self._triage(fresh)
         await self._group(processed)
         records: list[tuple[str, bytes | None, bytes]] = []
         for report in processed:
@@ -222,8 +222,8 @@ class Stages:
             observe_triaged([report])
             t = report.triage
             ROUTED.labels(t.routed_to if t else "triage", (t.agency if t else None) or "-").inc()
-        for failed, reason in self._failed:
-            await self._dead_letter_report("triage", "processor_error", reason, failed)
+        for report, reason in failed:
+            await self._dead_letter_report("triage", "processor_error", reason, report)
         return Triaged(fresh, processed, records)
 
     async def triage_finish(self, batch: Triaged) -> None:
@@ -262,11 +262,13 @@ class Stages:
         for report, decision in zip(reports, decisions, strict=True):
             apply_case(report, decision)
 
-    def _triage(self, reports: list[Report]) -> list[Report]:
-        """Triage the batch; if it raises, isolate the poison report(s) one by one."""
-        self._failed: list[tuple[Report, str]] = []
+    def _triage(self, reports: list[Report]) -> tuple[list[Report], list[tuple[Report, str]]]:
+        """Triage the batch; if it raises, isolate the poison report(s) one by one. Returns the
+        triaged reports and the failed ones with the reason (returned, not kept on ``self``: the
+        agent's instances share this object and have batches in flight at once)."""
+        failed: list[tuple[Report, str]] = []
         try:
-            return self.chain.process(reports)
+            return self.chain.process(reports), failed
         except Exception:
             log.exception("triage raised on a batch of %d; isolating", len(reports))
         ok: list[Report] = []
@@ -277,8 +279,8 @@ class Stages:
                     break
                 except Exception as exc:
                     if attempt == 2:
-                        self._failed.append((report, f"processor raised {exc!r} (after {attempt} attempts)"))
-        return ok
+                        failed.append((report, f"processor raised {exc!r} (after {attempt} attempts)"))
+        return ok, failed
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:

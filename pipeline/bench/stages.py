@@ -56,7 +56,7 @@ async def measure(settings: Settings, batches: int = 20, batch_size: int = 500) 
             with timed("dedup check"):
                 fresh, _ = await stages.dedup.split(reports)
             with timed("triage chain"):
-                processed = stages._triage(fresh)
+                processed, _ = stages._triage(fresh)
             with timed("case grouping"):
                 await stages._group(processed)
             with timed("output records"):

@@ -142,18 +142,22 @@ class PostgresReportSink(BatchSink[Report]):
     def __init__(self, settings: Settings) -> None:
         self.dsn = settings.database_url.get_secret_value()
         self.cipher = ContactCipher.from_settings(settings)  # contacts are encrypted at rest (0003)
-        self._conn: psycopg.AsyncConnection | None = None
+        # Idle connections. A write takes one for its transaction: the worker's agent instances
+        # (CRM_WORKER_CONCURRENCY) write at the same time, and one connection carries one transaction.
+        self._idle: list[psycopg.AsyncConnection] = []
 
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=5)
-        return self._conn
+    async def _acquire(self) -> psycopg.AsyncConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=5)
 
     async def write(self, batch: Sequence[Report]) -> int:
         if not batch:
             return 0
+        conn = await self._connect_or_transient()
         try:
-            conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cur:
                 inserted = await copy_insert_returning(
                     cur, "reports", _REPORT_COLUMNS, [_row(r) for r in batch], ("report_id",)
@@ -182,19 +186,28 @@ class PostgresReportSink(BatchSink[Report]):
                 )
                 # Issue #4: first status, assignment, case and acknowledgement, in the same transaction.
                 await record_intake(cur, fresh)
+            self._idle.append(conn)
             return len(fresh)
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+            self._idle.append(conn)  # the transaction was rolled back; the connection is fine
             raise PoisonRowError(f"{type(exc).__name__}: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            await self.close()
+            await conn.close()
+            raise TransientSinkError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:  # cancelled mid-transaction: the connection's state is unknown
+            await conn.close()
+            raise
+
+    async def _connect_or_transient(self) -> psycopg.AsyncConnection:
+        try:
+            return await self._acquire()
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
             raise TransientSinkError(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._conn is not None:
-            try:
-                await self._conn.close()
-            finally:
-                self._conn = None
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
 
 
 async def show_reports(settings: Settings, limit: int = 20) -> None:
