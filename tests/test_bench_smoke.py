@@ -61,6 +61,7 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
     assert result["latency_ms"]["p50"] is not None and len(result["latency_ms"]["runs"]) == 1
     assert result["latency_ms"]["runs"][0]["redis_aof_rewrites"] >= 0  # the tail is read against them
     assert result["throughput_rps"] > 0 and result["baseline_rps"] > 0
+    assert all(0 < r["cpu_pct"] <= 200 for r in result["baseline_runs"])  # the process's own CPU
     assert any(k.startswith("worker") for k in result["peak_rss_mb"])
     assert {"1", "2"} <= result["scale_out"].keys()
     assert result["offline_triage"]["rows"] == 300

@@ -7,7 +7,9 @@ records re-batched per partition with ``create_batch``/``send_batch`` (no per-re
 batches, ``linger_ms`` 10, no compression (loopback: compression only costs CPU on 2 cores).
 
 Run as ``python -m pipeline.bench.baseline BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP EXPECTED``; prints one JSON
-line: records, seconds (first record fetched → last output confirmed and offsets committed), rps.
+line: records, seconds (first record fetched → last output confirmed and offsets committed), rps, and
+the process's own CPU over those seconds (each run is a fresh process that lives about a second, too
+short for the bench's sampling monitor to see whole).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ async def pass_through(bootstrap: str, src: str, dst: str, group: str, expected:
     await producer.start()
     n = 0
     first = None
+    cpu0 = time.process_time()
     try:
         while n < expected:
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
@@ -52,6 +55,7 @@ async def pass_through(bootstrap: str, src: str, dst: str, group: str, expected:
                 continue
             if first is None:
                 first = time.perf_counter()
+                cpu0 = time.process_time()
             futures = []
             for tp, records in batches.items():
                 batch = producer.create_batch()
@@ -65,10 +69,17 @@ async def pass_through(bootstrap: str, src: str, dst: str, group: str, expected:
             await asyncio.gather(*futures)
             await consumer.commit()
         elapsed = time.perf_counter() - (first or time.perf_counter())
+        cpu_s = time.process_time() - cpu0
     finally:
         await producer.stop()
         await consumer.stop()
-    return {"records": n, "seconds": elapsed, "rps": n / elapsed if elapsed > 0 else 0.0}
+    return {
+        "records": n,
+        "seconds": elapsed,
+        "rps": n / elapsed if elapsed > 0 else 0.0,
+        "cpu_s": round(cpu_s, 3),
+        "cpu_pct": round(100 * cpu_s / elapsed, 1) if elapsed > 0 else 0.0,
+    }
 
 
 def main() -> None:

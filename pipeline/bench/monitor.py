@@ -70,7 +70,7 @@ class Monitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
         self.phases: dict[str, dict[str, dict[str, float]]] = {}
-        self._phase_start: dict[str, tuple[float, dict[str, float]]] = {}
+        self._phase_start: dict[str, tuple[float, dict[str, tuple[Watched, float]]]] = {}
 
     def watch(self, name: str, pid: int, with_children: bool = False) -> None:
         try:
@@ -101,7 +101,7 @@ class Monitor:
     def begin(self, phase: str) -> None:
         self.sample()
         with self._lock:
-            self._phase_start[phase] = (time.monotonic(), {n: w.cpu_s for n, w in self.watched.items()})
+            self._phase_start[phase] = (time.monotonic(), {n: (w, w.cpu_s) for n, w in self.watched.items()})
 
     def end(self, phase: str) -> dict[str, dict[str, float]]:
         self.sample()
@@ -110,7 +110,9 @@ class Monitor:
         out = {}
         with self._lock:
             for n, w in self.watched.items():
-                used = w.cpu_s - cpu0.get(n, 0.0)
+                # A name watched anew since the phase began is a new process: all its CPU is this phase's.
+                before, cpu_before = cpu0.get(n, (w, 0.0))
+                used = w.cpu_s - (cpu_before if before is w else 0.0)
                 out[n] = {"cpu_s": round(used, 2), "cpu_pct": round(100 * used / wall, 1)}
         self.phases[phase] = out
         return out

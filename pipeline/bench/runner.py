@@ -378,11 +378,10 @@ class Bench:
             )
             self.monitor.watch("baseline", p.pid)
             out, err = await asyncio.to_thread(p.communicate)
-            cpu = self.monitor.end(f"baseline{i}")
+            self.monitor.end(f"baseline{i}")
             if p.returncode != 0:
                 raise RuntimeError(f"baseline failed: {err.decode()[-2000:]}")
             r = orjson.loads(out.splitlines()[-1])
-            r["cpu_pct"] = cpu.get("baseline", {}).get("cpu_pct")
             runs.append(r)
             tqdm.write(f"[bench] baseline run {i + 1}/{cfg.repeat}: {r['rps']:,.0f} records/s")
         self.results["baseline_runs"] = runs
