@@ -64,6 +64,9 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
     assert all(0 < r["cpu_pct"] <= 200 for r in result["baseline_runs"])  # the process's own CPU
     assert any(k.startswith("worker") for k in result["peak_rss_mb"])
     assert {"1", "2"} <= result["scale_out"].keys()
+    # every drain starts from the same live-sized case store, not from what the run before left
+    drains = [r for w in ("1", "2") for r in result["scale_out"][w]["runs"]]
+    assert drains and all(r["open_reports_before"] == 100 for r in drains)
     assert result["offline_triage"]["rows"] == 300
     assert result["ingress"]["status_counts"].get("202", 0) > 0
     assert result["burst"]["burst_rps"] == 100
