@@ -2,7 +2,8 @@
 
 ``make fuzz`` runs every target for ``FUZZ_SECONDS`` each; tests/test_fuzz.py runs them for a few
 seconds in CI. Crashes are written as ``crash-*`` files into the working directory (replay one with
-``python fuzz/run.py TARGET crash-…``).
+``python fuzz/run.py TARGET crash-…``); the seed corpus and scratch files go to ``CRM_FUZZ_TMP`` (default:
+the system's temporary directory).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["pipeline"]):
-    from fuzz.targets import SEEDS, TARGETS
+    from fuzz.targets import SCRATCH, SEEDS, TARGETS
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     target = TARGETS[name]
     args = list(sys.argv)
     if not any(not a.startswith("-") for a in args[1:]):  # no corpus given: start from the seeds
-        corpus = Path(tempfile.mkdtemp(prefix=f"crm-fuzz-{name}-"))
+        corpus = Path(tempfile.mkdtemp(prefix=f"crm-fuzz-{name}-", dir=SCRATCH))
         for i, seed in enumerate(SEEDS.get(name, [])):
             (corpus / f"seed-{i}").write_bytes(seed)
         args.append(str(corpus))

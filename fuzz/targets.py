@@ -107,7 +107,9 @@ def desk_api(data: bytes) -> None:
     push(DESK, data, JSON, {"Authorization": "Bearer dev-only-desk-kelurahan"})
 
 
-_TMP = Path(tempfile.gettempdir()) / f"crm-fuzz-desk-{os.getpid()}.csv"
+# CRM_FUZZ_TMP: where a run's scratch files and seed corpus go (the test suite passes its tmp_path).
+SCRATCH = Path(os.environ.get("CRM_FUZZ_TMP") or tempfile.gettempdir())
+_TMP = SCRATCH / f"crm-fuzz-desk-{os.getpid()}.csv"
 
 
 def desk_csv(data: bytes) -> None:

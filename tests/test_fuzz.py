@@ -39,8 +39,10 @@ def test_fuzz_target(name: str, tmp_path: Path) -> None:
         text=True,
         timeout=seconds + 120,
         cwd=tmp_path,
+        env={**os.environ, "CRM_FUZZ_TMP": str(tmp_path)},  # scratch files and corpus die with tmp_path
     )
     crashes = list(tmp_path.glob("crash-*"))
     assert proc.returncode == 0 and not crashes, (
         f"fuzz target {name} found a crash ({[c.name for c in crashes]}):\n{proc.stderr[-4000:]}"
     )
+    assert list(tmp_path.glob(f"crm-fuzz-{name}-*")), "the seed corpus went elsewhere than CRM_FUZZ_TMP"
