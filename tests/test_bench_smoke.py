@@ -71,4 +71,5 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
     assert result["ingress"]["status_counts"].get("202", 0) > 0
     assert result["burst"]["burst_rps"] == 100
     assert len(result["commit"]) == 40
+    assert any((tmp_path / "logs").glob("worker*.log"))  # the processes' logs stay beside the results
     assert "plot:" in proc.stderr

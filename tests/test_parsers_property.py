@@ -21,6 +21,16 @@ from pipeline.sources.desk import FORMULA_PREFIXES, neutralise_cell
 
 PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _desk_scratch_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The desk CSV target's scratch file goes where pytest cleans up, not into /tmp."""
+    before = targets._TMP
+    targets._TMP = tmp_path_factory.mktemp("desk") / before.name
+    yield
+    targets._TMP = before
+
+
 scalars = st.one_of(
     st.none(),
     st.booleans(),

@@ -31,6 +31,7 @@ import csv
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -191,7 +192,10 @@ class Bench:
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.logdir = Path(tempfile.mkdtemp(prefix="crm-bench-logs-"))
+        # The processes' logs of the latest run, beside its results (not committed).
+        self.logdir = self.out / "logs"
+        shutil.rmtree(self.logdir, ignore_errors=True)
+        self.logdir.mkdir()
         self.stack = BenchStack(mode=cfg.stack)
         self.monitor = Monitor()
         self.procs: list[Proc] = []
