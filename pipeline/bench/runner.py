@@ -364,7 +364,6 @@ class Bench:
             await prod.stop()
         runs = []
         for i in range(cfg.repeat):
-            self.monitor.begin(f"baseline{i}")
             p = subprocess.Popen(  # noqa: ASYNC220 - waited for in a thread
                 [
                     sys.executable,
@@ -380,9 +379,8 @@ class Bench:
                 stderr=subprocess.PIPE,
                 cwd=ROOT,
             )
-            self.monitor.watch("baseline", p.pid)
+            self.monitor.watch("baseline", p.pid)  # for its peak RSS; it reports its own CPU
             out, err = await asyncio.to_thread(p.communicate)
-            self.monitor.end(f"baseline{i}")
             if p.returncode != 0:
                 raise RuntimeError(f"baseline failed: {err.decode()[-2000:]}")
             r = orjson.loads(out.splitlines()[-1])
