@@ -67,6 +67,11 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
     # every drain starts from the same live-sized case store, not from what the run before left
     drains = [r for w in ("1", "2") for r in result["scale_out"][w]["runs"]]
     assert drains and all(r["open_reports_before"] == 100 for r in drains)
+    budget = result["cpu_budget"]  # the cost per stored report behind the rows/s
+    assert budget["cpus"] == os.cpu_count() and budget["target_rps"] == 5000
+    for w in ("1", "2"):
+        assert budget[w]["us_per_report"]["workers"] > 0 and budget[w]["cores_needed_at_target"] > 0
+    assert "CPU per stored report, 1 worker(s)" in proc.stderr
     assert result["offline_triage"]["rows"] == 300
     assert result["ingress"]["status_counts"].get("202", 0) > 0
     assert result["burst"]["burst_rps"] == 100

@@ -51,6 +51,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
 
 from . import profile as pyspy
+from .budget import cpu_budget
 from .monitor import Monitor
 from .stack import ROOT, BenchStack, Space, log
 from .traffic import CHANNEL_MIX, HISTORY_PER_DAY, Traffic, stamp
@@ -889,6 +890,9 @@ class Bench:
             (v for k, v in r.get("peak_rss_mb", {}).items() if k.startswith("worker")), default=None
         )
         tri = r.get("offline_triage", {}).get("rps")
+        if r.get("scale_out"):
+            cpus = r.get("machine", {}).get("cpus") or os.cpu_count() or 1
+            r["cpu_budget"] = cpu_budget(r["scale_out"], TARGETS["throughput_rps"], cpus)
         r["targets"] = {
             "throughput_rps>=5000": r.get("throughput_rps", 0) >= TARGETS["throughput_rps"],
             "ratio>=0.15": (r.get("ratio") or 0) >= TARGETS["ratio"],
@@ -1018,6 +1022,18 @@ class Bench:
                 f"worker CPU per report (µs, no Kafka): {parts}; total {st['total_us_per_report']}",
                 file=sys.stderr,
             )
+        budget = r.get("cpu_budget", {})
+        for workers in ("1", "2"):
+            b = budget.get(workers)
+            if b:
+                us = b["us_per_report"]
+                print(
+                    f"CPU per stored report, {workers} worker(s) (µs): workers {us['workers']:.0f}, "
+                    f"postgres {us['postgres']:.0f}, redis {us['redis']:.0f}, kafka {us['kafka']:.0f}; "
+                    f"pipeline {us['pipeline']:.0f} → {b['cores_needed_at_target']} cores at "
+                    f"{budget['target_rps']:,}/s, at most {b['max_rps_on_cpus']:,}/s on {budget['cpus']}",
+                    file=sys.stderr,
+                )
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r.get("peak_rss_mb", {}).items())
         print(f"peak RSS MB (target: worker ≤ 400): {rss}", file=sys.stderr)
         print("=" * (width + 40), file=sys.stderr)

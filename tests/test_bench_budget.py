@@ -1,0 +1,46 @@
+"""The CPU budget the bench derives from its drains: per stored report, and cores at a target rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.bench.budget import cpu_budget, per_report
+
+
+def _run(stored: int, **cpu_s: float) -> dict:
+    return {"stored": stored, "cpu": {k: {"cpu_s": v, "cpu_pct": 0.0} for k, v in cpu_s.items()}}
+
+
+def test_cost_per_report_sums_the_workers_and_leaves_the_load_generator_out_of_the_pipeline() -> None:
+    cost = per_report(
+        _run(10_000, worker1=3.0, worker2=2.0, kafka=0.5, redis=1.0, postgres=2.0, bench_driver=0.7)
+    )
+    assert cost == pytest.approx(
+        {
+            "workers": 500.0,
+            "kafka": 50.0,
+            "redis": 100.0,
+            "postgres": 200.0,
+            "pipeline": 850.0,
+            "load_generator": 70.0,
+        }
+    )
+
+
+def test_a_run_that_stored_nothing_has_no_cost_rather_than_a_division_by_zero() -> None:
+    assert per_report(_run(0, worker1=1.0)) is None
+    assert per_report({"stored": 5}) is None
+
+
+def test_budget_takes_the_median_run_and_says_what_the_target_would_cost() -> None:
+    runs = [
+        _run(10_000, worker1=w, kafka=0.5, redis=1.0, postgres=2.0, bench_driver=0.7) for w in (4.0, 5.0, 9.0)
+    ]
+    budget = cpu_budget({"1": {"runs": runs}, "2": {"runs": []}}, target_rps=5000, cpus=2)
+    one = budget["1"]
+    assert one["us_per_report"]["workers"] == 500.0  # the median run, not the slow outlier
+    assert one["us_per_report"]["pipeline"] == 850.0
+    assert one["cores_needed_at_target"] == 4.25  # 850 µs x 5,000/s
+    assert one["max_rps_on_cpus"] == 2353  # 2 cores / 850 µs
+    assert one["worker_us_left_at_target"] == 50.0  # 400 µs a report on 2 cores, 350 to the servers
+    assert "2" not in budget  # no runs, no figures
