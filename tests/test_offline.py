@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -19,6 +21,17 @@ ROWS = [
     ("A6", "selamat pagi admin", ""),
 ]
 FIELDS = "id category confidence agency kota kecamatan kelurahan kelurahan_code case_id route_reason".split()
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """``main`` points the root logger at the sys.stderr of the moment, which is this test's capture;
+    left in place, a later test's threads (aiosmtpd's) log into that closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def write_csv(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
