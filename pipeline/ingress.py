@@ -75,8 +75,16 @@ def _inbound(request: web.Request, body: bytes) -> InboundRequest:
     )
 
 
-def _handler(adapter: PushSource, settings: Settings):
+def push_handler(adapter: PushSource, settings: Settings):
+    """The request handler of one push route (the ingress mounts one per adapter; the consumer API
+    mounts the Open311 one so integrators have a single base URL)."""
     channel = adapter.channel
+
+    def reply(
+        request: web.Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> web.Response:
+        data, ctype = adapter.respond(_inbound(request, b""), status, body)
+        return web.Response(status=status, body=data, content_type=ctype, headers=headers)
 
     async def dead_letter(
         publisher: Publisher, body: bytes, ctype: str | None, code: str, reason: str, total: int | None = None
@@ -123,8 +131,9 @@ def _handler(adapter: PushSource, settings: Settings):
         except PublishError:
             log.error("rate-limited request on %s could not be dead-lettered", channel)
 
-    def too_many(decision: Decision) -> web.Response:
-        return _json(
+    def too_many(request: web.Request, decision: Decision) -> web.Response:
+        return reply(
+            request,
             429,
             {"error": "too many reports; please retry later", "code": "rate_limited"},
             headers={"Retry-After": str(decision.retry_after_s)},
@@ -136,18 +145,19 @@ def _handler(adapter: PushSource, settings: Settings):
             if request.method == "GET":
                 answer = adapter.handshake(_inbound(request, b""))
                 if answer is None:
-                    return _json(405, {"error": "this channel accepts POST only"})
+                    return reply(request, 405, {"error": "this channel accepts POST only", "code": "method"})
                 status, text = answer
                 return web.Response(status=status, text=text)
 
             body, oversized = await _read_capped(request, settings.max_body_bytes)
             ctype = request.headers.get("Content-Type")
+            kept_body = adapter.scrub(body, ctype)  # what the raw topic and dead letters may keep
             if oversized:
                 reason = f"body larger than {settings.max_body_bytes} bytes"
                 REJECTED.labels(channel, "too_large").inc()
                 total = request.content_length or settings.max_body_bytes + 1
-                await dead_letter(publisher, body, ctype, "too_large", reason, total)
-                return _json(413, {"error": reason, "code": "too_large"})
+                await dead_letter(publisher, kept_body, ctype, "too_large", reason, total)
+                return reply(request, 413, {"error": reason, "code": "too_large"})
 
             inbound = _inbound(request, body)
             try:
@@ -156,26 +166,28 @@ def _handler(adapter: PushSource, settings: Settings):
                 # Forged or unauthenticated: counted and logged, never stored (not citizen input).
                 REJECTED.labels(channel, exc.code).inc()
                 log.warning("refused %s request from %s: %s", channel, request.remote, exc.code)
-                return _json(exc.status, {"error": exc.reason, "code": exc.code})
+                return reply(request, exc.status, {"error": exc.reason, "code": exc.code})
 
             limiter = request.app[LIMITER]
             client_ip = limiter.client_ip(request.remote, request.headers)
             decision = await limiter.check_ip(channel, client_ip)
             if not decision.allowed:
-                await throttle(publisher, body, ctype, decision, [], client_ip)
-                return too_many(decision)
+                await throttle(publisher, kept_body, ctype, decision, [], client_ip)
+                return too_many(request, decision)
 
             try:
                 result = adapter.parse(inbound)
             except Rejected as exc:
                 REJECTED.labels(channel, exc.code).inc()
-                await dead_letter(publisher, body, ctype, exc.code, exc.reason)
-                return _json(exc.status, {"error": exc.reason, "code": exc.code, "field": exc.field})
+                await dead_letter(publisher, kept_body, ctype, exc.code, exc.reason)
+                return reply(request, exc.status, {"error": exc.reason, "code": exc.code, "field": exc.field})
             except Exception as exc:  # an adapter bug must not lose the payload
                 log.exception("adapter %s crashed on a request", channel)
                 REJECTED.labels(channel, "adapter_error").inc()
-                await dead_letter(publisher, body, ctype, "adapter_error", f"adapter raised {exc!r}")
-                return _json(400, {"error": "the request could not be processed", "code": "adapter_error"})
+                await dead_letter(publisher, kept_body, ctype, "adapter_error", f"adapter raised {exc!r}")
+                return reply(
+                    request, 400, {"error": "the request could not be processed", "code": "adapter_error"}
+                )
 
             limited: list[tuple[str, Decision]] = []
             kept = []
@@ -186,18 +198,19 @@ def _handler(adapter: PushSource, settings: Settings):
                 else:
                     limited.append((report.report_id, verdict))
             if limited:
-                await throttle(publisher, body, ctype, limited[0][1], [i for i, _ in limited], client_ip)
+                await throttle(publisher, kept_body, ctype, limited[0][1], [i for i, _ in limited], client_ip)
                 if not kept:
-                    return too_many(limited[0][1])
+                    return too_many(request, limited[0][1])
                 result.reports = kept  # a batch (Meta): the other senders' reports go on
 
             try:
                 if result.reports:
-                    await publisher.publish_reports(result.reports, body, ctype)
+                    await publisher.publish_reports(result.reports, kept_body, ctype)
             except PublishError as exc:
                 UNAVAILABLE.labels(channel).inc()
                 log.error("broker unavailable, answering 503 on %s: %s", channel, exc)
-                return _json(
+                return reply(
+                    request,
                     503,
                     {
                         "error": "the report could not be stored right now; please retry",
@@ -207,9 +220,10 @@ def _handler(adapter: PushSource, settings: Settings):
                 )
             ACCEPTED.labels(channel).inc(len(result.reports))
             if result.response is not None:
-                return _json(result.status, dict(result.response))
+                return reply(request, result.status, dict(result.response))
             ids = [r.report_id for r in result.reports]
-            return _json(
+            return reply(
+                request,
                 result.status,
                 {"status": "accepted", "report_id": ids[0] if ids else None, "report_ids": ids},
             )
@@ -252,15 +266,22 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
     # The body cap is enforced by _read_capped; aiohttp's own limit must not cut in first.
     app = web.Application(client_max_size=settings.max_body_bytes * 4)
     for adapter in adapters:
-        handler = _handler(adapter, settings)
+        handler = push_handler(adapter, settings)
         for method in {*adapter.methods, "GET"}:
             app.router.add_route(method, adapter.route, handler)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", _ready)
     app.router.add_get("/metrics", _metrics)
 
+    app.cleanup_ctx.append(push_context(settings, "crm-ingress"))
+    return app
+
+
+def push_context(settings: Settings, client_id: str):
+    """What a push handler needs in its app: a started producer (publisher) and the rate limiter."""
+
     async def lifecycle(app: web.Application):
-        producer = make_producer(settings, client_id="crm-ingress")
+        producer = make_producer(settings, client_id=client_id)
         await producer.start()
         app[PUBLISHER] = Publisher(settings, producer)
         app[LIMITER] = RateLimiter(settings)
@@ -270,8 +291,7 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
             await app[PUBLISHER].producer.stop()  # the publisher may have replaced a dead producer
             await app[LIMITER].aclose()
 
-    app.cleanup_ctx.append(lifecycle)
-    return app
+    return lifecycle
 
 
 async def serve(host: str | None = None, port: int | None = None) -> None:

@@ -209,12 +209,17 @@ class Settings(BaseSettings):
         SecretStr(
             '{"dev-only-open311-public": {"consumer": "public", "scopes": ["open311:read"]},'
             ' "dev-only-open311-bina-marga": {"consumer": "bina_marga", "scopes": ["open311:read",'
-            ' "status:write"], "agencies": ["Dinas Bina Marga"]},'
-            ' "dev-only-officer": {"consumer": "officer", "scopes": ["open311:read", "status:write",'
-            ' "desk:read"]}}'
+            ' "open311:private", "status:write"], "agencies": ["Dinas Bina Marga"]},'
+            ' "dev-only-officer": {"consumer": "officer", "scopes": ["open311:read", "open311:private",'
+            ' "status:write", "desk:read"]},'
+            ' "dev-only-open311-submit": {"consumer": "integrator", "scopes": ["open311:read",'
+            ' "open311:submit"]}}'
         ),
-        description="JSON map: API key -> {consumer, scopes, agencies (omit = all)}",
+        description="JSON map: API key -> {consumer, scopes, agencies (omit = all)}; scopes in docs/consumers.md",
     )
+    # Open311 reads without a key (issue #18): public fields only, a token bucket per client IP.
+    open311_public_per_min: float = Field(120.0, ge=0, description="unkeyed Open311 reads per client per minute")
+    open311_public_burst: int = Field(60, ge=1, description="unkeyed Open311 reads a client may make at once")
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

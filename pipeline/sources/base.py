@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+import orjson
+
 from ..envelope import Report
 from ..settings import Settings
 
@@ -98,6 +100,16 @@ class PushSource(SourceAdapter):
     @abstractmethod
     def parse(self, request: InboundRequest) -> PushResult:
         """Turn an authenticated request into reports, or raise :class:`Rejected` with a reason."""
+
+    def respond(self, request: InboundRequest, status: int, body: Mapping[str, object]) -> tuple[bytes, str]:
+        """The answer's bytes and content type. JSON by default; a channel whose clients expect another
+        shape (Open311: error lists, XML) renders ``body`` (``{"error", "code", ...}`` on a refusal, the
+        result's ``response`` otherwise) its own way."""
+        return orjson.dumps(body), "application/json"
+
+    def scrub(self, body: bytes, content_type: str | None) -> bytes:
+        """The body as it may be kept (raw topic, dead letters): a credential sent in the body is removed."""
+        return body
 
 
 class PollSource(SourceAdapter):
