@@ -215,10 +215,12 @@ class Settings(BaseSettings):
             ' "dev-only-open311-submit": {"consumer": "integrator", "scopes": ["open311:read",'
             ' "open311:submit"]}}'
         ),
-        description="JSON map: API key -> {consumer, scopes, agencies (omit = all)}; scopes in docs/consumers.md",
+        description="JSON map: API key -> {consumer, scopes, agencies (omit = all)} (docs/consumers.md)",
     )
     # Open311 reads without a key (issue #18): public fields only, a token bucket per client IP.
-    open311_public_per_min: float = Field(120.0, ge=0, description="unkeyed Open311 reads per client per minute")
+    open311_public_per_min: float = Field(
+        120.0, ge=0, description="unkeyed Open311 reads per client per minute"
+    )
     open311_public_burst: int = Field(60, ge=1, description="unkeyed Open311 reads a client may make at once")
 
     @model_validator(mode="after")

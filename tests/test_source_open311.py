@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from urllib.parse import urlencode
-from xml.etree import ElementTree as ET
 
 import orjson
 import pytest
+from lxml import etree as ET
 
 from pipeline.open311.tokens import make_token, report_id_of
 from pipeline.settings import Settings
