@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: fuzz help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format schema eval bench chaos clean
+.PHONY: fuzz help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format openapi schema eval bench chaos clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,6 +45,9 @@ lint: install  ## ruff
 format: install
 	@.venv/bin/ruff format pipeline tests bench examples
 	@.venv/bin/ruff check --fix pipeline tests bench examples
+
+openapi: install  ## regenerate docs/openapi.json (the HTTP contract) from the code
+	@$(PY) -m pipeline.openapi docs/openapi.json
 
 schema: install  ## regenerate the JSON Schema shipped to downstream consumers
 	@$(PY) -c "import json; from pipeline.envelope import json_schema; \

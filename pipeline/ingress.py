@@ -267,11 +267,16 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
     app = web.Application(client_max_size=settings.max_body_bytes * 4)
     for adapter in adapters:
         handler = push_handler(adapter, settings)
-        for method in {*adapter.methods, "GET"}:
+        # GET only where the provider verifies its webhook with one (Meta); elsewhere aiohttp answers 405.
+        has_handshake = type(adapter).handshake is not PushSource.handshake
+        for method in {*adapter.methods, *(["GET"] if has_handshake else [])}:
             app.router.add_route(method, adapter.route, handler)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", _ready)
     app.router.add_get("/metrics", _metrics)
+    from .openapi import serve_document
+
+    app.router.add_get("/openapi.json", serve_document("ingress"))
 
     app.cleanup_ctx.append(push_context(settings, "crm-ingress"))
     return app

@@ -151,6 +151,17 @@ class RateLimiter:
             LIMITED.labels(channel, "ip").inc()
         return decision
 
+    async def check_reader(self, ip: str | None) -> Decision:
+        """An Open311 read without an API key: one bucket per client (``CRM_OPEN311_PUBLIC_*``)."""
+        addr = _ip(ip)
+        if addr is None or any(addr in net for net in self.exempt):
+            return Decision(True, scope="read", key=str(ip))
+        s = self.settings
+        decision = await self._take("read", str(addr), s.open311_public_per_min, s.open311_public_burst)
+        if not decision.allowed:
+            LIMITED.labels("open311", "read").inc()
+        return decision
+
     async def check_sender(self, channel: str, reporter_id: str) -> Decision:
         if channel in self.trusted or not reporter_id or reporter_id == "anonymous":
             return Decision(True, scope="sender", key=reporter_id)
