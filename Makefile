@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: fuzz help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format openapi schema eval bench chaos clean
+.PHONY: fuzz help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format openapi schema eval bench chaos clean k8s-rules
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -52,6 +52,9 @@ openapi: install  ## regenerate docs/openapi.json (the HTTP contract) from the c
 schema: install  ## regenerate the JSON Schema shipped to downstream consumers
 	@$(PY) -c "import json; from pipeline.envelope import json_schema; \
 	open('pipeline/schemas/report.v1.schema.json','w').write(json.dumps(json_schema(), indent=2, ensure_ascii=False)+'\n')"
+
+k8s-rules: install  ## regenerate deploy/k8s/prometheus-rule.yaml from deploy/prometheus/crm-rules.yml
+	@$(PY) deploy/prometheus/k8s_rule.py > deploy/k8s/prometheus-rule.yaml
 
 eval: install  ## triage accuracy, macro-F1, kelurahan resolution, grouping precision/recall
 	@$(PY) bench/eval_triage.py

@@ -264,7 +264,12 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
     if adapters is None:
         adapters = [cls(settings) for cls in discover().values() if issubclass(cls, PushSource)]
     # The body cap is enforced by _read_capped; aiohttp's own limit must not cut in first.
-    app = web.Application(client_max_size=settings.max_body_bytes * 4)
+    from .ops.slo import kafka_sampler, responses_middleware
+
+    app = web.Application(
+        client_max_size=settings.max_body_bytes * 4,
+        middlewares=[responses_middleware({a.route: a.channel for a in adapters})],
+    )
     for adapter in adapters:
         handler = push_handler(adapter, settings)
         # GET only where the provider verifies its webhook with one (Meta); elsewhere aiohttp answers 405.
@@ -279,6 +284,7 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
     app.router.add_get("/openapi.json", serve_document("ingress"))
 
     app.cleanup_ctx.append(push_context(settings, "crm-ingress"))
+    app.cleanup_ctx.append(kafka_sampler(settings))  # lag stays known while no worker runs
     return app
 
 

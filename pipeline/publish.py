@@ -23,6 +23,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from .deadletter import DeadLetter
 from .envelope import RawRef, Report
+from .ops.slo import mark_intake
 from .security import kafka_client_kwargs
 from .settings import Settings
 from .topics import Topics
@@ -125,6 +126,7 @@ class Publisher:
             report.raw_ref = ref
             records.append((self.topics.ingest(report.channel), report.report_id.encode(), report.dumps()))
         await self.send_many(records)
+        mark_intake(r.channel for r in reports)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         key = (letter.report_id or letter.raw_sha256).encode()

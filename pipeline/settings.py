@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     ingress_port: int = 8080
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     dead_letter_raw_cap_bytes: int = Field(64 * 1024, ge=256)
+    lag_sample_s: float = Field(
+        15.0, ge=0, description="ingress: sample the worker group's lag for /metrics every N s (0 = off)"
+    )
 
     # Operations dashboard (issue #7)
     dashboard_host: str = "127.0.0.1"

@@ -31,6 +31,7 @@ from prometheus_client import Counter, Histogram
 
 from .deadletter import DeadLetter, SourcePosition
 from .envelope import Report
+from .ops.slo import observe_stored
 from .ops.telemetry import observe_triaged, start_worker_telemetry
 from .processors.cases_redis import RedisCaseGrouper
 from .processors.chain import TriageChain, apply_case, settle_heap
@@ -249,7 +250,9 @@ class Stages:
         STORED.inc(result.stored)
         for report, reason in result.poison:
             await self._dead_letter_report("sink", "store_refused", reason, report)
-        return {report.report_id for report, _ in result.poison}
+        refused = {report.report_id for report, _ in result.poison}
+        observe_stored(r for r in reports if r.report_id not in refused)
+        return refused
 
     async def _group(self, reports: list[Report]) -> None:
         """Cases across workers (Redis); without Redis each report opens its own case, flow goes on."""

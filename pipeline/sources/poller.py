@@ -49,6 +49,7 @@ from prometheus_client import Counter
 
 from ..deadletter import DeadLetter
 from ..envelope import RawRef
+from ..ops.slo import mark_intake
 from ..publish import Publisher, PublishError, make_producer
 from ..settings import Settings
 from .base import PollBatch, PollSource
@@ -224,6 +225,8 @@ class Poller:
                 out.status, out.error, out.published, out.rejected = "unavailable", str(exc), 0, 0
                 return out
             POLLED.labels(channel).inc(out.published)
+            if out.published:
+                mark_intake([channel])
             if batch.next_cursor is not None and batch.next_cursor != cursor:
                 if await self.cursors.save(channel, self.token, batch.next_cursor):
                     out.cursor_after = batch.next_cursor
