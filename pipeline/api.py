@@ -109,7 +109,8 @@ class Api:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(request, ApiError(exc.status, exc.reason, "http", dict(exc.headers)))
+            kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            return error_response(request, ApiError(exc.status, exc.reason, "http", kept))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})

@@ -192,3 +192,16 @@ def read_topic(iso: Isolated, topic: str, min_records: int = 1, timeout: float =
         return out
 
     return asyncio.run(_read())
+
+
+@contextmanager
+def running_api(iso: Isolated, **env: str) -> Iterator[str]:
+    """``crm-pipeline api`` as a process on the isolated namespace (its store migrated beforehand)."""
+    port = free_port()
+    proc = Process("api", ["api"], {**iso.env, "CRM_API_PORT": str(port), **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", proc)
+        yield url
+    finally:
+        proc.stop()

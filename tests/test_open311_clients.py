@@ -27,7 +27,7 @@ from lxml import etree
 from pipeline.notify.outbox import OutboxRunner
 from pipeline.processors.locate import GAZETTEER_CSV
 from tests.crm_helpers import Mailbox, SmtpServer
-from tests.harness import Process, free_port, wait_http, wait_until
+from tests.harness import running_api, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -39,21 +39,13 @@ KELURAHAN = "31.71.05.1001"  # Cempaka Putih Timur
 @pytest.fixture(scope="module")
 def api_url(iso, pipeline_url):
     """``crm-pipeline api`` as a process, beside the ingress and worker of ``pipeline_url``."""
-    port = free_port()
-    env = {
-        **iso.env,
-        "CRM_API_PORT": str(port),
-        "CRM_RATE_LIMIT_IP_EXEMPT": "",  # loopback is exempt by default; here it is the client
-        "CRM_OPEN311_PUBLIC_PER_MIN": "600",
-        "CRM_OPEN311_PUBLIC_BURST": "120",
-    }
-    proc = Process("api", ["api"], env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/healthz", proc)
+    with running_api(
+        iso,
+        CRM_RATE_LIMIT_IP_EXEMPT="",  # loopback is exempt by default; here it is the client
+        CRM_OPEN311_PUBLIC_PER_MIN="600",
+        CRM_OPEN311_PUBLIC_BURST="120",
+    ) as url:
         yield url
-    finally:
-        proc.stop()
 
 
 def _get(url: str, **headers: str) -> tuple[int, bytes, dict[str, str]]:
