@@ -21,7 +21,8 @@ RULES = PROM_DIR / "crm-rules.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 #: metrics that come from Prometheus itself or from node_exporter, not from the pipeline's code
-EXTERNAL_METRICS = {"up", "node_filesystem_avail_bytes", "node_filesystem_size_bytes"}
+EXTERNAL_METRICS = {"up", "ALERTS", "node_filesystem_avail_bytes", "node_filesystem_size_bytes"}
+BOARD = ROOT / "deploy" / "grafana" / "dashboards" / "crm-pipeline.json"
 
 _KEYWORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "offset",
@@ -155,3 +156,37 @@ class Prometheus:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def board_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) of every query of a Grafana board: panel targets (rows' nested panels too),
+    template variables (``label_values(metric, label)`` gives its metric) and annotations."""
+    out: list[tuple[str, str]] = []
+
+    def panels(items: list[dict[str, Any]]) -> None:
+        for p in items:
+            for t in p.get("targets", []):
+                out.append((f"panel '{p.get('title')}' {t.get('refId')}", t["expr"]))
+            panels(p.get("panels", []))
+
+    panels(board.get("panels", []))
+    for var in board.get("templating", {}).get("list", []):
+        q = var.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        if var.get("type") == "query" and q:
+            m = re.fullmatch(r"\s*label_values\(\s*(.+?)\s*,\s*\w+\s*\)\s*", q)
+            out.append((f"variable {var['name']}", m.group(1) if m else q))
+    for ann in board.get("annotations", {}).get("list", []):
+        if ann.get("expr"):
+            out.append((f"annotation {ann['name']}", ann["expr"]))
+    return out
+
+
+def as_promql(expr: str) -> str:
+    """A board query with Grafana's variables filled in, as Prometheus itself takes it."""
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "1h")
+        .replace('"$channel"', '".*"')
+    )

@@ -130,6 +130,10 @@ def test_lag_alert_fires_when_the_worker_stops(iso, tmp_path) -> None:
         assert _value(p, "crm:consumer_lag:max") is not None  # sampled by the ingress
         assert not _firing(p, "CrmConsumerLagGrowing")
         assert not _firing(p, "CrmWorkersDown")
+        # Every query of the Grafana board is one this Prometheus evaluates (the API refuses bad PromQL).
+        board = orjson.loads(prom.BOARD.read_bytes())
+        answered = {where: p.query(prom.as_promql(expr)) for where, expr in prom.board_queries(board)}
+        assert answered["panel 'Intake per channel (reports/s)' A"], "web intake not on the board"
 
         # The worker stops; the ingress still accepts, the lag it samples grows, the alert fires.
         worker.stop()
