@@ -39,12 +39,12 @@ chaos: install  ## fault-injection suite on a private stack + 3-broker cluster (
 	@$(PY) -m pytest -m chaos tests/chaos -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install  ## ruff
-	@.venv/bin/ruff check pipeline tests bench examples fuzz
-	@.venv/bin/ruff format --check pipeline tests bench examples fuzz
+	@.venv/bin/ruff check pipeline tests demo bench examples fuzz
+	@.venv/bin/ruff format --check pipeline tests demo bench examples fuzz
 
 format: install
-	@.venv/bin/ruff format pipeline tests bench examples
-	@.venv/bin/ruff check --fix pipeline tests bench examples
+	@.venv/bin/ruff format pipeline tests demo bench examples
+	@.venv/bin/ruff check --fix pipeline tests demo bench examples
 
 openapi: install  ## regenerate docs/openapi.json (the HTTP contract) from the code
 	@$(PY) -m pipeline.openapi docs/openapi.json

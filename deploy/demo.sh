@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: start the local stack and the pipeline (ingress, worker, dashboard, Open311/officer API,
-# status consumer, notifier, SMTP gateway); pipeline/demo.py then starts simulated providers (X API,
+# status consumer, notifier, SMTP gateway); demo/run.py then starts simulated providers (X API,
 # LAPOR!, SMS send API, Graph API, a mail relay sink), submits reports on every channel family, follows
 # one report through Selesai and reads an agency's queue; then stop exactly what this script started.
 # CRM_* variables already set win over the stack's and the demo's defaults (tests run it isolated).
@@ -23,7 +23,7 @@ export CRM_API_PORT="${CRM_API_PORT:-8091}"
 export CRM_DEMO_PROVIDERS_PORT="${CRM_DEMO_PROVIDERS_PORT:-18190}"
 PROVIDERS="http://127.0.0.1:$CRM_DEMO_PROVIDERS_PORT"
 export CRM_EMAIL_SMTP_PORT="${CRM_EMAIL_SMTP_PORT:-12525}"     # crm-pipeline smtp (inbound gateway)
-export CRM_EMAIL_RELAY_PORT="${CRM_EMAIL_RELAY_PORT:-12526}"   # the mail relay sink of pipeline.demo
+export CRM_EMAIL_RELAY_PORT="${CRM_EMAIL_RELAY_PORT:-12526}"   # the mail relay sink of demo.run
 export CRM_TWITTER_API_BASE="${CRM_TWITTER_API_BASE:-$PROVIDERS/x}"
 export CRM_TWITTER_BEARER_TOKEN="${CRM_TWITTER_BEARER_TOKEN:-dev-only-demo-x-token}"
 export CRM_LAPOR_API_BASE="${CRM_LAPOR_API_BASE:-$PROVIDERS/lapor}"
@@ -62,7 +62,7 @@ echo "[demo] ingress on http://127.0.0.1:$CRM_INGRESS_PORT, Open311/officer API 
 echo "[demo] live operations dashboard: $DASHBOARD_URL  (open it now: the reports below arrive there live)"
 if [[ -n ${DISPLAY:-} ]] && command -v xdg-open >/dev/null; then xdg-open "$DASHBOARD_URL" >/dev/null 2>&1 || true; fi
 sleep "${DEMO_PAUSE_S:-3}"  # time to open the page before the traffic starts
-"$PY" -m pipeline.demo --url "http://127.0.0.1:$CRM_INGRESS_PORT" --api-url "http://127.0.0.1:$CRM_API_PORT"
+"$PY" -m demo.run --url "http://127.0.0.1:$CRM_INGRESS_PORT" --api-url "http://127.0.0.1:$CRM_API_PORT"
 # Keep the dashboard up a little after the traffic (DEMO_HOLD_S=0 to stop at once).
 echo "[demo] dashboard stays up for ${DEMO_HOLD_S:-20}s at $DASHBOARD_URL (Ctrl-C to stop)"
 sleep "${DEMO_HOLD_S:-20}"

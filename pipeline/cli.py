@@ -103,20 +103,20 @@ def _cmd_store(args: argparse.Namespace) -> int:
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    from .api import serve
+    from .crm.api import serve
 
     serve(host=args.host, port=args.port)
     return EXIT_OK
 
 
 def _cmd_notify(args: argparse.Namespace) -> int:
-    from .notify.cli import notify_main
+    from .crm.notify.cli import notify_main
 
     return notify_main(once=args.once)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .status_cli import status_main
+    from .crm.status_cli import status_main
 
     return status_main(args)
 

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .crm.status import STATUSES, StatusChange
 from .envelope import SCHEMA_VERSION
 from .open311.formats import CONTENT_TYPES
-from .status import STATUSES, StatusChange
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/"

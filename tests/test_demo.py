@@ -15,8 +15,8 @@ import time
 import aiohttp
 import pytest
 
-from pipeline.demo import CHANNEL_ORDER, Run, seed_providers
-from pipeline.demo_providers import MailSink, Providers, start_http
+from demo.providers import MailSink, Providers, start_http
+from demo.run import CHANNEL_ORDER, Run, seed_providers
 from pipeline.settings import Settings
 from pipeline.sources.lapor import LaporSource
 from pipeline.sources.twitter import TwitterSource
@@ -24,7 +24,7 @@ from tests.harness import ROOT, Isolated, free_port
 
 
 def test_the_simulated_x_and_lapor_apis_feed_the_real_poll_adapters():
-    """tweepy (twitter adapter) and aiohttp (LAPOR! adapter) against pipeline.demo_providers."""
+    """tweepy (twitter adapter) and aiohttp (LAPOR! adapter) against demo.providers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     settings = Settings(

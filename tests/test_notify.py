@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from pipeline.crm.notify.outbox import OutboxRunner
 from pipeline.envelope import Contact, utcnow
-from pipeline.notify.outbox import OutboxRunner
 from tests.crm_helpers import SmtpServer, make_report, prepare, store
 from tests.harness import free_port
 

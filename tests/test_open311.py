@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.api import create_app
+from pipeline.crm.api import create_app
 from pipeline.envelope import Contact, utcnow
 from tests.crm_helpers import make_report, prepare, store
 

@@ -24,7 +24,7 @@ from civicbot.registry import Endpoint
 from georeport import GeoReport
 from lxml import etree
 
-from pipeline.notify.outbox import OutboxRunner
+from pipeline.crm.notify.outbox import OutboxRunner
 from pipeline.processors.locate import GAZETTEER_CSV
 from tests.crm_helpers import Mailbox, SmtpServer
 from tests.harness import running_api, wait_until

@@ -56,7 +56,7 @@ def _paths(doc) -> set[tuple[str, str]]:
 
 @pytest.mark.stack
 def test_each_process_serves_its_part_and_every_route_is_documented(iso):
-    from pipeline.api import create_app
+    from pipeline.crm.api import create_app
     from pipeline.ingress import build_app
     from tests.crm_helpers import prepare
 

@@ -375,8 +375,8 @@ async def test_per_ip_limit_throttles_one_client_not_another_and_ignores_spoofed
 
 # ------------------------------------------------------------------------- header and CSV injection
 def test_crlf_in_email_subjects_and_names_never_becomes_a_header():
-    from pipeline.notify.outbox import Notification
-    from pipeline.notify.senders import EmailSender
+    from pipeline.crm.notify.outbox import Notification
+    from pipeline.crm.notify.senders import EmailSender
     from pipeline.settings import Settings
     from pipeline.sources.email import EmailGatewaySource
 

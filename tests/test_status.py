@@ -9,10 +9,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.api import create_app
-from pipeline.envelope import Contact, utcnow
-from pipeline.notify.outbox import OutboxRunner
-from pipeline.status import (
+from pipeline.crm.api import create_app
+from pipeline.crm.notify.outbox import OutboxRunner
+from pipeline.crm.status import (
     DISPOSISI,
     FINAL,
     KOORDINASI,
@@ -23,7 +22,8 @@ from pipeline.status import (
     TransitionError,
     check_transition,
 )
-from pipeline.status_service import StatusConsumer, StatusService
+from pipeline.crm.status_service import StatusConsumer, StatusService
+from pipeline.envelope import Contact, utcnow
 from pipeline.topics import Topics
 from tests.crm_helpers import SmtpServer, make_report, prepare, store
 from tests.harness import read_topic

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jsonschema
 
-from pipeline.status import StatusChange, StatusEvent, json_schemas
+from pipeline.crm.status import StatusChange, StatusEvent, json_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "pipeline" / "schemas"
 

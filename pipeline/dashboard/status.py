@@ -1,4 +1,4 @@
-"""The CRM's statuses and their colours on the dashboard (the lifecycle is ``pipeline.status``)."""
+"""The CRM's statuses and their colours on the dashboard (the lifecycle is ``pipeline.crm.status``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ UNKNOWN_COLOUR = "#7a8590"
 
 def statuses() -> list[str]:
     try:
-        from ..status import STATUSES
+        from ..crm.status import STATUSES
 
         return list(STATUSES)
     except ImportError:  # pragma: no cover - before the lifecycle module existed
@@ -27,7 +27,7 @@ def statuses() -> list[str]:
 
 def final_statuses() -> list[str]:
     try:
-        from ..status import FINAL
+        from ..crm.status import FINAL
 
         return sorted(FINAL)
     except ImportError:  # pragma: no cover

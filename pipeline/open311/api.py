@@ -23,10 +23,10 @@ from typing import Any
 from aiohttp import web
 from psycopg import sql
 
+from ..crm.status import OPEN311_STATUS, STATUSES
 from ..envelope import utcnow
 from ..processors.normalise import mask_pii
 from ..settings import Settings
-from ..status import OPEN311_STATUS, STATUSES
 from . import JURISDICTION
 from .formats import CONTENT_TYPES, FORMATS, render, render_errors
 from .keys import READ, ApiKey, presented

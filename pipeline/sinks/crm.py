@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from psycopg import AsyncCursor
 
+from ..crm.status import INITIAL_STATUS, intake_event_id
 from ..envelope import Report
-from ..status import INITIAL_STATUS, intake_event_id
 from .bulk import copy_insert
 
 _HISTORY_COLUMNS = (
@@ -49,7 +49,7 @@ async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
     recounted from every report of the case (that recount was a third of the store's time; adding
     is also right when two workers add to one case at once, where a recount could miss the other's
     reports)."""
-    from ..notify.outbox import enqueue_acks  # the outbox module imports nothing from the sink
+    from ..crm.notify.outbox import enqueue_acks  # the outbox module imports nothing from the sink
 
     history, assign = [], []
     for r in batch:

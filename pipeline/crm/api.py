@@ -30,11 +30,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from .ingress import push_context, push_handler
-from .open311.api import ApiError, Open311Routes, error_response, fetch_one, iso
-from .open311.keys import DESK_READ, STATUS_WRITE, ApiKey, KeyRefused, load_keys, presented, require
-from .settings import Settings, get_settings
-from .sources.open311 import Open311Source
+from ..ingress import push_context, push_handler
+from ..open311.api import ApiError, Open311Routes, error_response, fetch_one, iso
+from ..open311.keys import DESK_READ, STATUS_WRITE, ApiKey, KeyRefused, load_keys, presented, require
+from ..settings import Settings, get_settings
+from ..sources.open311 import Open311Source
 from .status import StatusEvent, TransitionError
 from .status_service import StatusService
 
@@ -82,7 +82,7 @@ class Api:
         await self.status.stop()
 
     def app(self) -> web.Application:
-        from .openapi import serve_document
+        from ..openapi import serve_document
 
         app = web.Application(middlewares=[self.errors], client_max_size=self.settings.max_body_bytes * 4)
         app.on_startup.append(self.on_startup)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from .settings import get_settings
+from ..settings import get_settings
 from .status_service import StatusConsumer, StatusService
 
 

@@ -28,7 +28,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .envelope import utcnow
+from ..envelope import utcnow
 
 MENUNGGU = "Menunggu"
 KOORDINASI = "Koordinasi"

@@ -19,8 +19,8 @@ back to citizens is kept in :attr:`Providers.outbound` and passed to ``on_outbou
 :class:`MailSink` is a real SMTP server (aiosmtpd) standing in for the city's mail relay: it keeps
 every mail the pipeline sends (the gateway's acknowledgement and the notifier's status mails).
 
-``python -m pipeline.demo_providers --port 18190 --smtp-port 12526`` runs both alone (for trying the
-poll channels by hand); ``pipeline.demo`` runs them in-process.
+``python -m demo.providers --port 18190 --smtp-port 12526`` runs both alone (for trying the
+poll channels by hand); ``demo.run`` runs them in-process.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class Providers:
 
     # --------------------------------------------------------------------------------- LAPOR! 1708
     async def lapor(self, request: web.Request) -> web.Response:
-        from .sources.lapor import position
+        from pipeline.sources.lapor import position
 
         self._count("lapor")
         if request.headers.get(self.lapor_header) != self.lapor_token:
@@ -276,7 +276,7 @@ async def start_http(app: web.Application, port: int) -> web.AppRunner:
 
 
 def main() -> int:  # pragma: no cover - manual use
-    from .settings import get_settings
+    from pipeline.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=18190)

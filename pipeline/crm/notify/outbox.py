@@ -26,10 +26,10 @@ from prometheus_client import Counter
 from psycopg import AsyncCursor, sql
 from psycopg.rows import dict_row, tuple_row
 
-from ..envelope import utcnow
-from ..security import ContactCipher, DecryptError, decrypt_contact_row
-from ..settings import Settings
-from ..sinks.bulk import copy_insert
+from ...envelope import utcnow
+from ...security import ContactCipher, DecryptError, decrypt_contact_row
+from ...settings import Settings
+from ...sinks.bulk import copy_insert
 from .messages import ack_text, status_text
 
 log = logging.getLogger("pipeline.notify")

@@ -26,17 +26,17 @@ from aiokafka import AIOKafkaConsumer
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
-from .deadletter import DeadLetter, SourcePosition
-from .envelope import Attachment, Location, RawRef, Region, Report, Reporter, Triage, utcnow
+from ..deadletter import DeadLetter, SourcePosition
+from ..envelope import Attachment, Location, RawRef, Region, Report, Reporter, Triage, utcnow
+from ..processors.normalise import mask_pii
+from ..processors.route import load_router
+from ..publish import Publisher, PublishError, make_producer
+from ..security import kafka_client_kwargs
+from ..settings import Settings
+from ..topics import Topics
 from .notify.outbox import enqueue_status
-from .processors.normalise import mask_pii
-from .processors.route import load_router
-from .publish import Publisher, PublishError, make_producer
-from .security import kafka_client_kwargs
-from .settings import Settings
 from .status import DISPOSISI, OPEN311_STATUS, Escalation, StatusChange, StatusEvent, TransitionError
 from .status import check_transition as _check
-from .topics import Topics
 
 log = logging.getLogger("pipeline.status")
 

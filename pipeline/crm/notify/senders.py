@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import aiosmtplib
 
-from ..envelope import utcnow
-from ..settings import Settings
+from ...envelope import utcnow
+from ...settings import Settings
 from .messages import subject
 from .outbox import Notification, SendError
 

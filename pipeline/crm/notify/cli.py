@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..settings import get_settings
+from ...settings import get_settings
 from .outbox import OutboxRunner
 
 

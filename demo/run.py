@@ -3,7 +3,7 @@
 ``deploy/demo.sh`` starts the stack and the pipeline processes (ingress, worker, dashboard, Open311/officer
 API, status consumer, notifier, SMTP gateway); this module then, in order:
 
-1. starts the simulated providers of ``pipeline.demo_providers`` on 127.0.0.1 (X API v2, LAPOR! 1708, the
+1. starts the simulated providers of ``demo.providers`` on 127.0.0.1 (X API v2, LAPOR! 1708, the
    SMS send API, the Graph API) and a local SMTP sink standing in for the city's mail relay, which
    prints every mail the pipeline sends as it arrives;
 2. submits reports on every channel family, authenticated the way each provider does it: the web form,
@@ -48,9 +48,10 @@ import aiosmtplib
 import orjson
 import psycopg
 
-from .demo_providers import ME, MailSink, Outbound, Providers, first_line, snowflake, start_http
-from .envelope import report_id_for, utcnow
-from .settings import Settings, get_settings
+from pipeline.envelope import report_id_for, utcnow
+from pipeline.settings import Settings, get_settings
+
+from .providers import ME, MailSink, Outbound, Providers, first_line, snowflake, start_http
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTE = "/v1/channels/web/reports"
@@ -645,8 +646,8 @@ async def wait_mail(sink: MailSink, to_part: str, subject_part: str, wait_s: flo
 
 async def publish_status_event(settings: Settings, event: dict[str, Any]) -> None:
     """An officer action on ``<ns>.status.v1``, as an officer's desk system would send it."""
-    from .publish import Publisher, make_producer
-    from .topics import Topics
+    from pipeline.publish import Publisher, make_producer
+    from pipeline.topics import Topics
 
     producer = make_producer(settings, client_id="crm-demo-officer")
     await producer.start()

@@ -1,0 +1,8 @@
+"""The CRM's way back: what happens to a report after it is stored, and what the citizen hears of it.
+
+status.py          the status lifecycle: statuses, allowed transitions, the status event/change records
+status_service.py  applies status events (officer API, Kafka consumer) in one transaction with the outbox
+status_cli.py      ``crm-pipeline status``: the status-event consumer
+api.py             the officer API and Open311 GeoReport v2 (``crm-pipeline api``)
+notify/            the notification outbox and one sender per way back (``crm-pipeline notify``)
+"""
