@@ -31,6 +31,7 @@ from prometheus_client import Counter, Histogram
 
 from .deadletter import DeadLetter, SourcePosition
 from .envelope import Report
+from .hooks import wrap_triage_chain
 from .ops.slo import observe_stored
 from .ops.telemetry import observe_triaged, start_worker_telemetry
 from .processors.cases_redis import RedisCaseGrouper
@@ -76,10 +77,7 @@ class Stages:
         self.chain = TriageChain()
         self.known_agencies = set(self.chain.router.agencies())  # type: ignore[attr-defined]
         self.known_kota = set(self.chain.router.kota_codes())  # type: ignore[attr-defined]
-        if settings.chaos_poison_marker:  # fault-injection suite only (pipeline/chaos.py); off by default
-            from .chaos import PoisonedChain
-
-            self.chain = PoisonedChain(self.chain, settings.chaos_poison_marker)  # type: ignore[assignment]
+        self.chain = wrap_triage_chain(self.chain, settings)  # plug-in hooks (tests/chaos); none by default
         self._started = asyncio.Lock()
         self.publisher: Publisher | None = None
         self.dedup: RedisDedupStore | None = None

@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "stack.sh"
 CLUSTER = ROOT / "deploy" / "cluster.sh"
 ARTIFACTS = ROOT / "test-artifacts"
+#: The suite's plug-in distribution (the poison triage hook): on the path of the processes it starts only.
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 #: The private stack: other ports and data dir than the shared one (19092/16379/15432, .stack/).
 PRIVATE = {
@@ -231,6 +233,7 @@ class Space:
             "CRM_WORKER_BATCH_WITHIN_S": "0.1",
             "CRM_DATABASE_URL": self.admin_dsn.rsplit("/", 1)[0] + "/" + self.dbname,
             "BROKER_SESSION_TIMEOUT": SESSION_TIMEOUT_S,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])),
             **extra,
         }
         self.topics = Topics(self.tag)

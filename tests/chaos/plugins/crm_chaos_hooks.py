@@ -1,8 +1,12 @@
-"""Test-only fault hooks for the fault-injection suite (tests/chaos). Off unless a setting turns them on.
+"""Test-only fault hooks of the fault-injection suite (tests/chaos), registered as a plug-in.
 
-``CRM_CHAOS_POISON_MARKER``: the triage chain raises for any report whose text contains the marker,
+``chaos_poison`` (entry-point group ``crm_pipeline.triage_hooks``, see ``pipeline/hooks.py``): with
+``CRM_CHAOS_POISON_MARKER`` set, the triage chain raises for any report whose text contains the marker,
 as a processor bug would. The worker then isolates that report, retries it a bounded number of times
-and dead-letters it while the rest of the batch flows on. Never set it in production.
+and dead-letters it while the rest of the batch flows on.
+
+This directory is a plug-in distribution (``crm_chaos_hooks-0.dist-info``) that only the processes the
+suite starts see: ``chaoslib`` puts it on their ``PYTHONPATH``. Nothing installs it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .envelope import Report
+from pipeline.envelope import Report
+from pipeline.settings import Settings
 
 
 class PoisonError(RuntimeError):
@@ -35,3 +40,9 @@ class PoisonedChain:
             if self._marker in report.text:
                 raise PoisonError(f"chaos poison marker in report {report.report_id}")
         return self._chain.process(reports)
+
+
+def poison_hook(chain: Any, settings: Settings) -> Any:
+    """The triage hook: poison the chain when the marker is set, leave it alone otherwise."""
+    marker = settings.chaos_poison_marker
+    return PoisonedChain(chain, marker) if marker else chain
