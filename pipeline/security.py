@@ -1,11 +1,9 @@
-"""Access and data protection helpers: Kafka SASL/TLS client options, secrets from files, contact
-encryption at rest.
+"""Access and data protection helpers: Kafka SASL/TLS client options and contact encryption at rest
+(secrets read from files: :mod:`pipeline.secret_files`).
 
 * :func:`kafka_client_kwargs` — the security options every aiokafka producer, consumer and admin
   client gets (``CRM_KAFKA_SECURITY_PROTOCOL``, ``CRM_KAFKA_SASL_*``, ``CRM_KAFKA_SSL_CAFILE``);
   :func:`faust_broker_kwargs` the same for the Faust app.
-* :class:`FileSecretsSource` — ``CRM_<NAME>_FILE=/run/secrets/x`` reads the value of ``CRM_<NAME>``
-  from that file (Kubernetes/Docker secrets), so no secret has to sit in the environment or the repo.
 * :class:`ContactCipher` — AES-256-GCM for reporter contact details in the CRM store. A value is
   stored as ``enc:v1:<key id>:<base64(nonce | ciphertext | tag)>``; the associated data binds it to
   its report and column, so a ciphertext copied to another row does not decrypt.
@@ -17,14 +15,9 @@ import base64
 import hashlib
 import os
 import ssl
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .settings import Settings
+from .settings import Settings
 
 # ------------------------------------------------------------------------------------------------ Kafka
 
@@ -83,40 +76,6 @@ def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
         mechanism=settings.kafka_sasl_mechanism,
     )
     return {"broker_credentials": creds}
-
-
-# ------------------------------------------------------------------------------------- secrets in files
-
-
-class FileSecretsSource(PydanticBaseSettingsSource):
-    """``CRM_<FIELD>_FILE``: the field's value is the content of that file (trailing newline dropped).
-
-    The plain ``CRM_<FIELD>`` variable wins when both are set; a named file that cannot be read stops
-    the process (a secret silently missing would fall back to a development default).
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], prefix: str = "CRM_") -> None:
-        super().__init__(settings_cls)
-        self.prefix = prefix
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        name = f"{self.prefix}{field_name}".upper()
-        path = os.environ.get(f"{name}_FILE")
-        if not path or name in os.environ:
-            return None, field_name, False
-        try:
-            value = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"{name}_FILE={path}: cannot read the secret file: {exc.strerror}") from None
-        return value.rstrip("\r\n"), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field_name, field in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field, field_name)
-            if value is not None:
-                out[key] = value
-        return out
 
 
 # ---------------------------------------------------------------------------------- contact encryption

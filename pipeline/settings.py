@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .secret_files import FileSecretsSource
+
 #: Secrets that ship with the code for the local stack; production refuses to start with them.
 DEV_SECRETS = frozenset({"dev-only-reporter-key-change-me", "crm-dev-password", "dev-only-"})
 #: Kafka SCRAM password of the local SASL_SSL test broker (deploy/stack.sh KAFKA_SECURITY=sasl_ssl).
@@ -25,9 +27,7 @@ class Settings(BaseSettings):
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):
-        # CRM_<NAME>_FILE reads a secret from a file (pipeline/security.py); CRM_<NAME> wins over it.
-        from .security import FileSecretsSource
-
+        # CRM_<NAME>_FILE reads a secret from a file (pipeline/secret_files.py); CRM_<NAME> wins over it.
         files = FileSecretsSource(settings_cls)
         return init_settings, env_settings, files, dotenv_settings, file_secret_settings
 

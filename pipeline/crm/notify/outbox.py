@@ -31,6 +31,8 @@ from ...security import ContactCipher, DecryptError, decrypt_contact_row
 from ...settings import Settings
 from ...sinks.bulk import copy_insert
 from .messages import ack_text, status_text
+from .notification import Notification, SendError
+from .senders import default_senders
 
 log = logging.getLogger("pipeline.notify")
 
@@ -110,39 +112,6 @@ async def enqueue_status(
 
 
 # ---------------------------------------------------------------------------------------- sending
-class SendError(Exception):
-    """A send failed. ``destination_down``: the relay/gateway itself failed (pause the destination)."""
-
-    def __init__(self, message: str, *, destination_down: bool = False, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.destination_down = destination_down
-        self.permanent = permanent
-
-
-@dataclass
-class Notification:
-    """A due outbox row with what the sender needs (contact details only here, never in the row)."""
-
-    outbox_id: int
-    report_id: str
-    event_key: str
-    channel: str
-    destination: str
-    kind: str
-    to_status: str | None
-    body: str
-    attempts: int
-    provider_id: str
-    in_reply_to: str | None
-    private: bool
-    tracking_number: str
-    status: str
-    email: str | None = None
-    phone: str | None = None
-    handle: str | None = None
-    name: str | None = None  # for a private greeting only; never put in public text
-
-
 @dataclass
 class RunResult:
     sent: list[int] = field(default_factory=list)
@@ -166,8 +135,6 @@ FOR UPDATE OF o SKIP LOCKED
 
 class OutboxRunner:
     def __init__(self, settings: Settings, senders: dict[str, Any] | None = None) -> None:
-        from .senders import default_senders
-
         self.settings = settings
         self.senders = senders if senders is not None else default_senders(settings)
         self.cipher = ContactCipher.from_settings(settings)  # contacts are encrypted at rest

@@ -1,5 +1,5 @@
 """One sender per destination. ``send(notification)`` returns the channel's id for the sent message or
-raises :class:`~pipeline.notify.outbox.SendError`.
+raises :class:`~pipeline.crm.notify.notification.SendError`.
 
 Privacy: a message text never names the reporter (see ``messages.py``). Where a channel offers both a
 public reply and a private one, a reporter who asked to stay private only gets the private one (X: a
@@ -20,7 +20,7 @@ import aiosmtplib
 from ...envelope import utcnow
 from ...settings import Settings
 from .messages import subject
-from .outbox import Notification, SendError
+from .notification import Notification, SendError
 
 
 class EmailSender:
