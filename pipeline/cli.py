@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_command  # benchmark of issue #5
 
     add_bench_command(add)
+    from .surge_cli import add_surge_command  # surges (issue #17)
+
+    add_surge_command(add)
     return parser
 
 

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
         None, description="test only (tests/chaos): triage raises for texts containing it; off when unset"
     )
 
+    # Surge detection (issue #17; pipeline/surge_stage.py, docs/runbook.md "Surges")
+    surge_enabled: bool = Field(True, description="count reports per place x category and raise surges")
+    surge_windows: str = Field("15m,1h,6h", description="the three sliding windows, shortest first")
+    surge_thresholds: str | None = Field(None, description="thresholds CSV (default: the packaged v1)")
+    surge_baseline: str | None = Field(
+        None, description="baseline file from `crm-pipeline surge fit`; unset = the priors in the thresholds"
+    )
+    surge_tick_s: float = Field(30.0, gt=0, description="how often open surges are checked without reports")
+    surge_batch_size: int = Field(1000, ge=1)
+    surge_batch_within_s: float = Field(1.0, gt=0, description="longest wait to fill a surge batch")
+
     # Ingress (push channels)
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080

@@ -13,6 +13,8 @@ Conventions (``<ns>`` is ``CRM_TOPIC_NAMESPACE``, ``v1`` the envelope's major ve
 ``<ns>.status.v1``                  officer actions (status events), keyed by report id
 ``<ns>.status-changes.v1``          accepted status changes, keyed by report id
 ``<ns>.escalation.v1``              reports past their expected-by date, once per report and due date
+``<ns>.surge-hits.v1``              one small record per triaged report, keyed by kota|category (internal)
+``<ns>.alerts.v1``                  surge state changes, keyed by surge id (docs/alerts.md)
 =================================  ===========================================================
 
 Topics are created explicitly with partition counts and replication settings; the pipeline never
@@ -93,6 +95,15 @@ class Topics:
     def escalation(self) -> str:
         return f"{self.ns}.escalation.{self.v}"
 
+    # Surges (issue #17): the worker's hits, repartitioned by kota × category, and the alerts out.
+    @property
+    def surge_hits(self) -> str:
+        return f"{self.ns}.surge-hits.{self.v}"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.ns}.alerts.{self.v}"
+
 
 def topic_specs(
     settings: Settings, channels: Iterable[str], agencies: Iterable[str] = (), kota_codes: Iterable[str] = ()
@@ -111,6 +122,9 @@ def topic_specs(
         TopicSpec(t.status, parts, rf, keep_long),
         TopicSpec(t.status_changes, parts, rf, keep_long),
         TopicSpec(t.escalation, parts, rf, keep_long),
+        # hits only matter for the longest window; a day covers any replay after an outage
+        TopicSpec(t.surge_hits, parts, rf, {**common, "retention.ms": str(24 * 3600 * 1000)}),
+        TopicSpec(t.alerts, parts, rf, keep_long),
     ]
     specs += [TopicSpec(t.routed_agency(a), parts, rf, keep_long) for a in sorted(set(agencies))]
     specs += [TopicSpec(t.routed_region(k), parts, rf, keep_long) for k in sorted(set(kota_codes))]

@@ -39,6 +39,7 @@ from .processors.chain import TriageChain, apply_case, settle_heap
 from .processors.dedup import RedisDedupStore
 from .processors.group import GroupItem
 from .processors.normalise import mask_pii
+from .processors.surge import hit_for
 from .publish import Publisher, PublishError, make_producer
 from .security import faust_broker_kwargs
 from .settings import Settings, get_settings
@@ -217,6 +218,8 @@ class Stages:
             records.append((self.topics.normalised, report.report_id.encode(), report.dumps()))
             routed = self.routed_records(report)
             records.extend(routed)
+            if self.settings.surge_enabled and (hit := hit_for(report)) is not None:
+                records.append((self.topics.surge_hits, hit.group_key.encode(), hit.dumps()))
             PROCESSED.labels(report.channel).inc()
             observe_triaged([report])
             t = report.triage
@@ -331,6 +334,10 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
             if finishing is not None and not finishing.done():
                 finishing.cancel()
 
+    if settings.surge_enabled:  # issue #17: counts per place x category, surges on the alerts topic
+        from .surge_stage import wire_surge
+
+        wire_surge(app, settings)
     app.stages = stages  # type: ignore[attr-defined]
     return app, stages
 
