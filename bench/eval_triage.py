@@ -335,6 +335,10 @@ def main() -> int:
     section("summary")
     print(f"default accuracy {acc:.3f} | kelurahan {ok}/{n} | throughput {rate:,.0f}/s", end="")
     print(f" | CV accuracy {cv_acc:.3f} macro-F1 {cv_f1:.3f}" if cv_acc is not None else "")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from eval_surge import run as eval_surges  # surge detection on generated weeks (issue #17)
+
+    eval_surges(seeds=1 if args.quick else 3)
     return 0
 
 

@@ -220,3 +220,40 @@ def test_short_windows_scale_the_expected_counts():
     records = list(replay(flood(8, every=2.0), SurgeDetector(config)))
     assert records[0].state == "opened" and records[-1].state == "closed"
     assert records[0].window in ("15s", "45s", "3m")
+
+
+REPLAY_FIELDS = [
+    "surge_id", "state", "at", "kota", "kecamatan", "kelurahan", "kelurahan_code", "category", "count",
+    "expected", "score", "report_ids",
+]  # fmt: skip
+
+
+def test_replay_cli_writes_one_line_per_state_change(tmp_path, capsys):
+    from pipeline.cli import main
+
+    src, out = tmp_path / "history.csv", tmp_path / "surges.jsonl"
+    lines = ["id,teks,lokasi,waktu,kategori"]
+    for i in range(12):
+        lines.append(
+            f"F{i},banjir setinggi 50 cm di jl jatinegara barat air masuk rumah,Kelurahan Kampung Melayu,"
+            f"2026-01-06T14:{i * 2:02d}:00+07:00,Banjir"
+        )
+    lines.append("X1,jalan berlubang di jl pramuka,Kelurahan Utan Kayu Utara,2026-01-06T09:00:00,Jalan")
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    argv = ["surge", "replay", str(src), "--id-column", "id", "--text-column", "teks",
+            "--location-column", "lokasi", "--time-column", "waktu", "--category-column", "kategori",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert rows and all(list(r) == REPLAY_FIELDS for r in rows)
+    assert rows[0]["state"] == "opened" and rows[-1]["state"] == "closed"
+    assert rows[0]["kelurahan"] == "Kampung Melayu" and rows[0]["kelurahan_code"] == KAMPUNG_MELAYU
+    assert rows[0]["category"] == "flood_drainage" and set(rows[-1]["report_ids"]) <= {
+        f"F{i}" for i in range(12)
+    }
+    assert len({r["surge_id"] for r in rows}) == 1
+    assert "1 surges" in capsys.readouterr().err
+
+    src.write_text(lines[0] + "\nF1,banjir,Kelurahan Kampung Melayu,kemarin sore,Banjir\n", encoding="utf-8")
+    assert main(argv) == 2
+    assert f"{src}:2: waktu 'kemarin sore' is not an ISO 8601 date or time" in capsys.readouterr().err

@@ -284,11 +284,11 @@ def to_hits(items: Iterable[tuple[float, dict[str, Any]]], chain: Any, batch: in
     return out
 
 
-def new_chain() -> Any:
+def new_chain(cases: bool = True) -> Any:
     from ..processors.chain import TriageChain
     from ..processors.group import CaseIndex
 
-    return TriageChain(cases=CaseIndex())
+    return TriageChain(cases=CaseIndex() if cases else None)
 
 
 def history_baseline(seed: int, weeks: int = 4, config: SurgeConfig | None = None) -> Baseline:
@@ -296,7 +296,7 @@ def history_baseline(seed: int, weeks: int = 4, config: SurgeConfig | None = Non
     config = config or SurgeConfig.load()
     start = WEEK_START - timedelta(weeks=weeks)
     hist = normal_traffic(seed + 7919, start, days=7.0 * weeks)
-    hits = to_hits(hist.items, new_chain())
+    hits = to_hits(hist.items, new_chain(cases=False))  # cases do not change the rates
     return fit_baseline(
         ((h.at, h.category, h.codes()) for h in hits), config.rules, source=f"generated {weeks} weeks"
     )
