@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The local stream stack without Docker: Apache Kafka (KRaft, single node, from its Maven Central
-# jars on Java 17), Redis and PostgreSQL (Debian packages), all on 127.0.0.1, data under .stack/.
+# jars on Java 17), Redis and PostgreSQL (Debian packages), and the S3-compatible media store
+# (SeaweedFS, built once from the Go module proxy: deploy/seaweedfs/), all on 127.0.0.1, data under .stack/.
 #
 #   deploy/stack.sh start    start what is not running (harmless to repeat)
 #   deploy/stack.sh stop     stop exactly the processes this script started (pid files + cmdline check)
 #   deploy/stack.sh status   one line per service; exit 0 only if all are up
 #   deploy/stack.sh env      print the CRM_* settings that point at this stack
 #
-# Ports and paths can be overridden with STACK_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT, REDIS_PORT, PG_PORT.
-# `start|stop|status kafka` acts on Kafka only (e.g. a second, secured broker in its own STACK_DIR).
+# Ports and paths can be overridden with STACK_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT, REDIS_PORT, PG_PORT,
+# S3_PORT (the S3 API, default KAFKA_PORT+600; SeaweedFS's own ports are S3_PORT+1..+7).
+# `start|stop|status kafka` acts on Kafka only (e.g. a second, secured broker in its own STACK_DIR);
+# `start|stop|status s3` on the media store only. STACK_S3=off leaves the media store out (the bench).
 # KAFKA_SECURITY=sasl_ssl renders a SASL_SSL listener (SCRAM-SHA-512 users created at format time, TLS
 # with a self-signed CA generated into $STACK_DIR/kafka/tls, ACLs enforced); `env` then prints the
 # CRM_KAFKA_SECURITY_* settings too. Passwords: KAFKA_ADMIN_PASSWORD, KAFKA_CRM_PASSWORD (dev defaults).
@@ -18,10 +21,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
 # shellcheck source=deploy/kafka/env.sh
 . "$ROOT/deploy/kafka/env.sh"
+# shellcheck source=deploy/seaweedfs/env.sh
+. "$ROOT/deploy/seaweedfs/env.sh"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 PG_PORT="${PG_PORT:-15432}"
+# Derived from KAFKA_PORT so every stack that moves Kafka (chaos, helpers' slots) moves its S3 store too.
+S3_PORT="${S3_PORT:-$((KAFKA_PORT + 600))}"
+S3_ACCESS_KEY="${S3_ACCESS_KEY:-crm-dev-access-key}"
+S3_SECRET_KEY="${S3_SECRET_KEY:-dev-only-s3-secret-key}"
+STACK_S3="${STACK_S3:-on}"
 PG_USER=crm
 PG_DB=crm
 PG_PASSWORD="${PG_PASSWORD:-crm-dev-password}"
@@ -187,6 +197,48 @@ pg_start() {
   fi
 }
 
+# ---------------------------------------------------------------- S3 media store (SeaweedFS)
+# One `weed server` process: master, volume server, filer and the S3 gateway. The S3 gateway checks
+# SigV4 signatures against the one identity in s3.json, so anonymous reads are refused and presigned
+# URLs are really verified. Takes ~15 s to answer; its ports are S3_PORT and S3_PORT+1..+7.
+s3_start() {
+  local dir="$STACK_DIR/s3" pidf="$STACK_DIR/s3/weed.pid"
+  if pid_alive "$pidf" "weed server"; then log "s3 already running (pid $(cat "$pidf"))"; return 0; fi
+  local p
+  for p in $S3_PORT $((S3_PORT + 1)) $((S3_PORT + 2)) $((S3_PORT + 3)); do
+    port_open "$p" && die "127.0.0.1:$p is taken by a process this stack did not start (S3_PORT=$S3_PORT)"
+  done
+  local weed; weed="$("$ROOT/deploy/seaweedfs/build.sh")" || die "could not build SeaweedFS (see $SEAWEEDFS_CACHE/build.log)"
+  mkdir -p "$dir/data" "$dir/logs"
+  cat >"$dir/s3.json" <<JSON
+{"identities": [{"name": "crm", "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+JSON
+  chmod 600 "$dir/s3.json"
+  log "starting s3 (SeaweedFS) on 127.0.0.1:$S3_PORT"
+  nohup "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.port=$((S3_PORT + 1)) -master.port.grpc=$((S3_PORT + 4)) \
+    -volume.port=$((S3_PORT + 2)) -volume.port.grpc=$((S3_PORT + 5)) \
+    -filer -filer.port=$((S3_PORT + 3)) -filer.port.grpc=$((S3_PORT + 6)) \
+    -s3 -s3.port="$S3_PORT" -s3.port.grpc=$((S3_PORT + 7)) -s3.config="$dir/s3.json" \
+    -s3.port.iceberg=0 -s3.port.lance=0 -master.volumeSizeLimitMB=256 -volume.max=32 \
+    >"$dir/logs/weed.log" 2>&1 9>&- &
+  echo $! >"$pidf"
+  wait_port "$S3_PORT" 90 s3
+  # The port opens before the gateway can store anything: wait for an S3 answer (403 without a signature).
+  local i
+  for ((i = 0; i < 600; i++)); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/" 2>/dev/null) =~ ^(200|403)$ ]] && return 0
+    sleep 0.1
+  done
+  die "s3 did not answer on 127.0.0.1:$S3_PORT within 60 s ($dir/logs/weed.log)"
+}
+
+status_s3() {
+  pid_alive "$STACK_DIR/s3/weed.pid" "weed server" && port_open "$S3_PORT" \
+    && echo "s3       up   127.0.0.1:$S3_PORT" || { echo "s3       down"; return 1; }
+}
+
 # ---------------------------------------------------------------- stop / status
 stop_one() { # name pidfile pattern
   if pid_alive "$2" "$3"; then
@@ -212,6 +264,7 @@ stop_all() {
   fi
   stop_one redis "$STACK_DIR/redis/redis.pid" redis-server
   stop_one kafka "$STACK_DIR/kafka/kafka.pid" kafka.Kafka
+  stop_one s3 "$STACK_DIR/s3/weed.pid" "weed server"
 }
 
 status_kafka() {
@@ -224,6 +277,7 @@ status() {
   pid_alive "$STACK_DIR/kafka/kafka.pid" kafka.Kafka && port_open "$KAFKA_PORT" && echo "kafka    up   127.0.0.1:$KAFKA_PORT" || { echo "kafka    down"; ok=1; }
   pid_alive "$STACK_DIR/redis/redis.pid" redis-server && echo "redis    up   127.0.0.1:$REDIS_PORT" || { echo "redis    down"; ok=1; }
   pid_alive "$STACK_DIR/postgres/postgres.pid" postgres && echo "postgres up   127.0.0.1:$PG_PORT" || { echo "postgres down"; ok=1; }
+  if [[ $STACK_S3 != off ]]; then status_s3 || ok=1; fi
   return $ok
 }
 
@@ -233,6 +287,13 @@ CRM_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 CRM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 CRM_DATABASE_URL=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 EOF
+  if [[ $STACK_S3 != off ]]; then
+    cat <<EOF
+CRM_MEDIA_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+CRM_MEDIA_S3_ACCESS_KEY=$S3_ACCESS_KEY
+CRM_MEDIA_S3_SECRET_KEY=$S3_SECRET_KEY
+EOF
+  fi
   if [[ $KAFKA_SECURITY == sasl_ssl ]]; then
     cat <<EOF
 CRM_KAFKA_SECURITY_PROTOCOL=SASL_SSL
@@ -252,13 +313,17 @@ case "$cmd" in
     # are started with fd 9 closed so they do not hold the lock after this script ends.
     exec 9>"$STACK_DIR/.lock"; flock 9
     if [[ ${2:-} == kafka ]]; then kafka_start; status_kafka; exit; fi
+    if [[ ${2:-} == s3 ]]; then s3_start; status_s3; exit; fi
     pg_start; redis_start; kafka_start
+    if [[ $STACK_S3 != off ]]; then s3_start; fi
     status ;;
   stop)
     mkdir -p "$STACK_DIR"; exec 9>"$STACK_DIR/.lock"; flock 9
     if [[ ${2:-} == kafka ]]; then stop_one kafka "$STACK_DIR/kafka/kafka.pid" kafka.Kafka; exit; fi
+    if [[ ${2:-} == s3 ]]; then stop_one s3 "$STACK_DIR/s3/weed.pid" "weed server"; exit; fi
     stop_all ;;
-  status) if [[ ${2:-} == kafka ]]; then status_kafka; else status; fi ;;
+  status)
+    case "${2:-}" in kafka) status_kafka ;; s3) status_s3 ;; *) status ;; esac ;;
   env) print_env ;;
   *) die "usage: $0 start|stop|status|env" ;;
 esac

@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .ops.commands import add_ops_commands  # run, lag, deadletters, backfill, dashboard, health
 
     add_ops_commands(add)
+    from .media.cli import add_media_command  # report media (issue #21)
+
+    add_media_command(add)
     from .bench.cli import add_bench_command  # benchmark of issue #5
 
     add_bench_command(add)

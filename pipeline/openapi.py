@@ -673,7 +673,15 @@ def _ops_paths() -> dict[str, Any]:
 def _document() -> bytes:
     schemas: dict[str, Any] = {**_open311_schemas(), **_ingress_schemas()}
     _officer_schemas(schemas)
-    paths = {**_ingress_paths(), **_open311_paths(schemas), **_officer_paths(), **_ops_paths()}
+    from .media.web import openapi_paths as media_paths  # issue #21
+
+    paths = {
+        **_ingress_paths(),
+        **_open311_paths(schemas),
+        **_officer_paths(),
+        **media_paths(),
+        **_ops_paths(),
+    }
     doc = {
         "openapi": OPENAPI_VERSION,
         "info": {

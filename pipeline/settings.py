@@ -106,6 +106,26 @@ class Settings(BaseSettings):
     dashboard_port: int = 8090
     dashboard_refresh_s: float = Field(2.0, gt=0, description="how often live numbers are pushed (SSE)")
 
+    # Report media (issue #21, pipeline/media/): the S3-compatible object store and the media stage.
+    media_s3_endpoint: str = Field("http://127.0.0.1:19692", description="S3 API endpoint (local: SeaweedFS)")
+    media_s3_public_endpoint: str | None = Field(None, description="host in officers' signed URLs, if other")
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key: str = "crm-dev-access-key"
+    media_s3_secret_key: SecretStr = SecretStr("dev-only-s3-secret-key")
+    media_bucket: str = Field("crm-media", pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$")
+    media_max_bytes: int = Field(20_000_000, ge=10_000, description="largest photo kept (bytes)")
+    media_allowed_types: str = "image/jpeg,image/png,image/webp,image/gif"
+    media_fetch_timeout_s: float = Field(30.0, gt=0)
+    media_fetch_ca_file: str | None = Field(None, description="extra CA bundle for fetching (TLS proxies)")
+    media_max_attempts: int = Field(3, ge=1, description="failed fetches before an attachment is 'failed'")
+    media_retry_first_s: float = Field(60.0, ge=0, description="wait after the first failed fetch")
+    media_retry_factor: float = Field(5.0, ge=1, description="each later wait is this many times longer")
+    media_url_ttl_s: int = Field(900, ge=10, le=7 * 24 * 3600, description="officers' signed URLs")
+    media_public_base_url: str | None = Field(
+        None, description="base of Open311 media_url (e.g. https://crm.jakarta.go.id); else the request's"
+    )
+    media_fetch_concurrency: int = Field(8, ge=1, le=64, description="attachments fetched at once")
+
     # Pseudonymous reporter ids are HMACs of contact details under this key.
     reporter_id_key: SecretStr = SecretStr("dev-only-reporter-key-change-me")
     # Reporter contact details are AES-256-GCM encrypted in the CRM store (pipeline/security.py): base64
@@ -225,7 +245,9 @@ class Settings(BaseSettings):
             ' "dev-only-open311-bina-marga": {"consumer": "bina_marga", "scopes": ["open311:read",'
             ' "open311:private", "status:write"], "agencies": ["Dinas Bina Marga"]},'
             ' "dev-only-officer": {"consumer": "officer", "scopes": ["open311:read", "open311:private",'
-            ' "status:write", "desk:read"]},'
+            ' "status:write", "desk:read", "media:read"]},'
+            ' "dev-only-crm-supervisor": {"consumer": "crm_supervisor", "scopes": ["open311:read",'
+            ' "open311:private", "status:write", "media:read", "media:original"]},'
             ' "dev-only-open311-submit": {"consumer": "integrator", "scopes": ["open311:read",'
             ' "open311:submit"]}}'
         ),
@@ -264,6 +286,7 @@ class Settings(BaseSettings):
                     ("CRM_NOTIFY_SMS_TOKEN", self.notify_sms_token.get_secret_value()),
                     ("CRM_API_KEYS", self.api_keys.get_secret_value()),
                     ("CRM_CONTACT_ENCRYPTION_KEY", self.contact_encryption_key.get_secret_value()),
+                    ("CRM_MEDIA_S3_SECRET_KEY", self.media_s3_secret_key.get_secret_value()),
                 )
                 if any(secret in value for secret in DEV_SECRETS)
             ]

@@ -29,6 +29,7 @@ STRONG = {
     "notify_sms_token": "n" * 40,
     "api_keys": '{"a9": {"consumer": "public", "scopes": []}}',
     "contact_encryption_key": base64.b64encode(os.urandom(32)).decode(),
+    "media_s3_secret_key": "m" * 40,
 }
 
 

@@ -69,7 +69,8 @@ class BenchStack:
     ports: dict[str, str] = field(default_factory=dict)
 
     def _sh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "STACK_DIR": str(self.stack_dir), **self.ports}
+        # No media store: the bench measures the report path, which never waits for media.
+        env = {**os.environ, "STACK_DIR": str(self.stack_dir), "STACK_S3": "off", **self.ports}
         return subprocess.run([str(STACK_SH), *args], env=env, capture_output=True, text=True, check=check)
 
     def up(self) -> dict[str, str]:

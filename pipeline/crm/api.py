@@ -95,6 +95,9 @@ class Api:
         app.router.add_post("/v1/reports/{ref}/status", self.change_status)
         app.router.add_get("/v1/reports/{ref}/history", self.history)
         app.router.add_get("/v1/desk/notifications", self.desk)
+        from ..media.web import MediaRoutes  # issue #21: signed URLs, public copies, "after" photos
+
+        MediaRoutes(self).add_to(app)
         return app
 
     @web.middleware

@@ -386,10 +386,14 @@ class Collector:
                         )
                     ).fetchone()
                     case = {"case_id": row["case_id"], "support_count": n["n"] if n else 1}
+            from ..media.dashboard import report_media  # issue #21: thumbnails, failed fetches
+
+            media = await report_media(conn, rid)
         report = {k: v for k, v in row.items() if k not in ("reporter_id",)}
         report["report_id"] = rid
         return {
             "report": report,
+            "media": media,
             "case": case,
             "history": history,
             "dead_letters": self.deadletters.by_report.get(rid, []),
@@ -503,6 +507,9 @@ def build_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    from ..media.dashboard import add_thumbnail_route
+
+    add_thumbnail_route(app, settings)
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(collector.deadletters.run()), asyncio.create_task(collector.run())]

@@ -47,7 +47,10 @@ SELECT r.report_id::text AS report_id, r.tracking_number, r.status, r.category, 
        r.agency, r.agency_unit, r.received_at, r.updated_at, r.expected_by, r.address, r.lat, r.lon,
        r.attachments, r.kota_code, r.kecamatan_code, r.kelurahan_code, r.region, r.case_id,
        (SELECT h.note FROM status_history h WHERE h.report_id = r.report_id
-        ORDER BY h.changed_at DESC, h.history_id DESC LIMIT 1) AS status_note
+        ORDER BY h.changed_at DESC, h.history_id DESC LIMIT 1) AS status_note,
+       (SELECT o.public_key FROM report_media m JOIN media_objects o ON o.sha256 = m.sha256
+        WHERE m.report_id = r.report_id AND m.kind = 'citizen' AND m.state = 'stored'
+        ORDER BY m.idx LIMIT 1) AS media_public_key
 FROM reports r
 """
 
@@ -99,9 +102,12 @@ async def fetch_one(fetch: Fetch, ref: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def public_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """What anyone may read: the spec's fields, the masked text, places; never who reported."""
-    attachments = row.get("attachments") or []
+def public_fields(row: dict[str, Any], media_base: str = "") -> dict[str, Any]:
+    """What anyone may read: the spec's fields, the masked text, places; never who reported.
+    ``media_url`` is the EXIF-free public copy kept by the media stage (issue #21), never the
+    provider's own URL (which can expire or carry the provider's signature)."""
+    from ..media.web import public_path
+
     region = row.get("region") or {}
     kelurahan = find_kelurahan(row.get("kelurahan_code"))
     return {
@@ -122,7 +128,9 @@ def public_fields(row: dict[str, Any]) -> dict[str, Any]:
         "zipcode": kelurahan.zipcode if kelurahan else None,
         "lat": row["lat"],
         "long": row["lon"],
-        "media_url": attachments[0].get("url") if attachments else None,
+        "media_url": media_base + public_path(row["media_public_key"])
+        if row.get("media_public_key")
+        else None,
         # Extensions (Open311 clients ignore what they do not know):
         "report_id": row["report_id"],
         "crm_status": row["status"],
@@ -211,8 +219,10 @@ class Open311Routes:
                 "unknown_jurisdiction",
             )
 
-    def view(self, row: dict[str, Any], key: ApiKey | None) -> dict[str, Any]:
-        out = public_fields(row)
+    def view(self, row: dict[str, Any], key: ApiKey | None, request: web.Request) -> dict[str, Any]:
+        from ..media.web import public_base
+
+        out = public_fields(row, public_base(self.settings, request))
         if key is not None and key.sees_private(row["agency"]):
             out.update(private_fields(row))
         return out
@@ -319,7 +329,7 @@ class Open311Routes:
             rows = rows[:size]
             nxt = request.url.update_query(page=str(page + 1))
             headers["Link"] = f'<{nxt.without_query_params("api_key").path_qs}>; rel="next"'
-        return self.respond(request, "service_requests", [self.view(r, key) for r in rows], headers)
+        return self.respond(request, "service_requests", [self.view(r, key, request) for r in rows], headers)
 
     async def request(self, request: web.Request) -> web.Response:
         key = await self.reader(request)
@@ -328,7 +338,7 @@ class Open311Routes:
         row = await fetch_one(self.fetch, ref)
         if row is None:
             raise ApiError(404, f"service_request_id {ref!r} not found", "unknown_request")
-        return self.respond(request, "service_requests", [self.view(row, key)])
+        return self.respond(request, "service_requests", [self.view(row, key, request)])
 
     async def token(self, request: web.Request) -> web.Response:
         await self.reader(request)

@@ -7,6 +7,8 @@
   ``agencies`` is omitted);
 * ``open311:submit`` — create service requests (``POST requests.json|xml``);
 * ``status:write`` — officer status changes and history; ``desk:read`` — desk notifications.
+* ``media:read`` — signed URLs of a report's photos (EXIF-free copies); ``media:original`` — also the
+  originals, which keep the phone model and GPS position: only for roles that may read contacts (#21).
 
 Reads need no key at all (public fields, rate-limited per client); writes always do.
 """
@@ -25,7 +27,9 @@ PRIVATE = "open311:private"
 SUBMIT = "open311:submit"
 STATUS_WRITE = "status:write"
 DESK_READ = "desk:read"
-SCOPES = (READ, PRIVATE, SUBMIT, STATUS_WRITE, DESK_READ)
+MEDIA_READ = "media:read"
+MEDIA_ORIGINAL = "media:original"
+SCOPES = (READ, PRIVATE, SUBMIT, STATUS_WRITE, DESK_READ, MEDIA_READ, MEDIA_ORIGINAL)
 
 
 class KeyRefused(Exception):

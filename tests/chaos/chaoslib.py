@@ -56,6 +56,7 @@ PRIVATE = {
     "REDIS_PORT": os.environ.get("CHAOS_REDIS_PORT", "26379"),
     "PG_PORT": os.environ.get("CHAOS_PG_PORT", "25432"),
 }
+PRIVATE["S3_PORT"] = os.environ.get("CHAOS_S3_PORT", str(int(PRIVATE["KAFKA_PORT"]) + 600))
 CLUSTER_ENV = {"CLUSTER_DIR": str(ROOT / ".stack" / "cluster")}
 #: Faust's default session timeout is 60 s: a kill -9'd member keeps its partitions that long.
 SESSION_TIMEOUT_S = os.environ.get("CHAOS_SESSION_TIMEOUT_S", "15")

@@ -13,8 +13,15 @@ WhatsApp Cloud API webhooks are Meta webhooks: the same GET handshake (``hub.ver
 
 ``statuses`` (sent/delivered/read) are not reports. The message ``id`` (``wamid…``) is the provider id.
 
+Photos arrive as ``{"type": "image", "image": {"id": "<media id>", "mime_type": "image/jpeg",
+"caption": "…"}}``: the report carries the attachment ``whatsapp-media:<media id>`` and the channel's
+media fetcher (:class:`WhatsAppMediaFetcher`, entry point ``crm_pipeline.media``) downloads it for the
+media stage: ``GET /<version>/<media id>`` with the access token gives a short-lived URL, fetched with
+the same token. The URL expires within minutes; the media id lasts 30 days, so a retry asks again.
+
 Settings: a channel package declares its own, read from the same ``CRM_`` environment as the core
-(here ``CRM_WHATSAPP_APP_SECRET`` and ``CRM_WHATSAPP_VERIFY_TOKEN``), so a deployment stays described by
+(here ``CRM_WHATSAPP_APP_SECRET``, ``CRM_WHATSAPP_VERIFY_TOKEN``, ``CRM_WHATSAPP_ACCESS_TOKEN`` and
+``CRM_WHATSAPP_GRAPH_BASE``), so a deployment stays described by
 environment variables alone.
 """
 
@@ -29,12 +36,15 @@ import orjson
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.envelope import Contact, Report, Reporter, reporter_pseudonym
+from pipeline.envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
+from pipeline.media.fetch import Fetched, FetchFailed, MediaFetcher, MediaItem
 from pipeline.settings import Settings
 from pipeline.sources.base import InboundRequest, PushResult, PushSource, Rejected
 from pipeline.sources.common import normalise_phone
 
-__all__ = ["WhatsAppCloudSource", "WhatsAppSettings", "sign"]
+__all__ = ["WhatsAppCloudSource", "WhatsAppMediaFetcher", "WhatsAppSettings", "sign"]
+
+MEDIA_PREFIX = "whatsapp-media:"
 
 
 class WhatsAppSettings(BaseSettings):
@@ -42,6 +52,8 @@ class WhatsAppSettings(BaseSettings):
 
     app_secret: SecretStr = SecretStr("dev-only-whatsapp-app-secret")
     verify_token: SecretStr = SecretStr("dev-only-whatsapp-verify-token")
+    access_token: SecretStr = SecretStr("dev-only-whatsapp-access-token")
+    graph_base: str = "https://graph.facebook.com/v19.0"
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -110,9 +122,19 @@ class WhatsAppCloudSource(PushSource):
     def _message(self, message: Any, names: dict[Any, Any]) -> Report | None:
         if not isinstance(message, dict) or not isinstance(message.get("id"), str):
             raise Rejected("a message without its 'id'", code="malformed_webhook", field="id")
-        if message.get("type") != "text":
-            return None  # media would be fetched by id from the Graph API; not part of this example
-        body = (message.get("text") or {}).get("body")
+        attachments: list[Attachment] = []
+        if message.get("type") == "image" and isinstance(message.get("image"), dict):
+            image = message["image"]
+            if not isinstance(image.get("id"), str) or not image["id"].isalnum():
+                raise Rejected(f"image message {message['id']} has no media id", code="malformed_webhook")
+            mime = image.get("mime_type") if isinstance(image.get("mime_type"), str) else None
+            attachments.append(Attachment(url=MEDIA_PREFIX + image["id"], media_type=mime))
+            body = image.get("caption") if isinstance(image.get("caption"), str) else None
+            body = body if body and body.strip() else "(foto tanpa teks)"
+        elif message.get("type") != "text":
+            return None  # audio, stickers, locations, … are not reports in this example
+        else:
+            body = (message.get("text") or {}).get("body")
         if not isinstance(body, str) or not body.strip():
             raise Rejected(f"text message {message['id']} has no body", code="missing_text")
         try:
@@ -130,4 +152,28 @@ class WhatsAppCloudSource(PushSource):
             reporter=Reporter(id=reporter_pseudonym(self.reporter_key, "phone", phone)),
             contact=Contact(phone=phone, name=names.get(message.get("from"))),
             text=body.strip(),
+            attachments=attachments,
         )
+
+
+class WhatsAppMediaFetcher(MediaFetcher):
+    """Downloads a WhatsApp media id for the media stage (the media half of the plug-in contract)."""
+
+    channel: ClassVar[str] = "whatsapp"
+
+    def __init__(self, settings: Settings, http: Any, wa: WhatsAppSettings | None = None) -> None:
+        super().__init__(settings, http)
+        self.wa = wa or WhatsAppSettings()
+
+    async def fetch(self, item: MediaItem) -> Fetched:
+        ref = item.attachment.url
+        if not ref.startswith(MEDIA_PREFIX):
+            raise FetchFailed(f"not a WhatsApp media id: {ref[:80]!r}", permanent=True)
+        auth = {"Authorization": f"Bearer {self.wa.access_token.get_secret_value()}"}
+        meta = await self.get(f"{self.wa.graph_base.rstrip('/')}/{ref.removeprefix(MEDIA_PREFIX)}", auth)
+        try:
+            url = orjson.loads(meta.data)["url"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise FetchFailed("the Graph API's media answer has no 'url'") from None
+        got = await self.get(url, auth)  # the download needs the token too
+        return Fetched(got.data, got.content_type or item.attachment.media_type)

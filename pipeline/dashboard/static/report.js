@@ -42,6 +42,14 @@ async function load() {
     ? hist.map((h) => `<tr><td>${timeOf(h.changed_at)}</td><td>${h.from_status ? badge(h.from_status, c) + " → " : ""}${badge(h.to_status, c)}</td><td>${esc(h.actor)}</td><td>${esc(h.note || "")}</td></tr>`).join("")
     : `<tr><td>${timeOf(r.stored_at || r.received_at)}</td><td>${badge(r.status, c)}</td><td>pipeline</td><td>stored in the CRM store</td></tr>`;
   steps.push(step("status", "Status history", `<table class="compact">${rows}</table>`));
+  const media = data.media || [];
+  if (media.length) {
+    const cell = (m) => m.state === "stored"
+      ? `<figure class="thumb"><img src="${esc(m.thumbnail)}" alt="${esc(m.kind)} photo ${m.idx + 1}" loading="lazy"><figcaption>${esc(m.kind === "after" ? "after · " + (m.actor || "") : "photo " + (m.idx + 1))}</figcaption></figure>`
+      : `<p class="media-${esc(m.state)}"><b>${esc(m.kind)} #${m.idx + 1} ${esc(m.state)}</b>${m.code ? ` <code>${esc(m.code)}</code>` : ""}${m.reason ? `: ${esc(m.reason)}` : ""}${m.state === "pending" ? ` (attempt ${m.attempts + 1})` : ""}</p>`;
+    steps.push(step("media", `Photos <b>${media.filter((m) => m.state === "stored").length} of ${media.length} kept</b>`,
+      `<div class="thumbs">${media.map(cell).join("")}</div>`));
+  }
   if ((data.dead_letters || []).length) {
     steps.push(step("dead", "Dead letters", data.dead_letters.map((d) => `<p><code>${esc(d.code)}</code> at ${esc(d.stage)}: ${esc(d.reason)}</p>`).join("")));
   }
