@@ -28,7 +28,7 @@ from .stage import MediaKeeper
 from .store import MediaStore, StoreUnavailable
 
 if TYPE_CHECKING:
-    from ..api import Api
+    from ..crm.api import Api
 
 _PUBLIC = re.compile(r"^([0-9a-f]{64})\.(jpg|png)$")
 MEDIA_SQL = """
