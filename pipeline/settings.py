@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     surge_tick_s: float = Field(30.0, gt=0, description="how often open surges are checked without reports")
     surge_batch_size: int = Field(1000, ge=1)
     surge_batch_within_s: float = Field(1.0, gt=0, description="longest wait to fill a surge batch")
+    surge_notify_addresses: str = Field(
+        "{}", description="JSON map agency_id -> e-mail address told of surges (e.g. bpbd, sumber_daya_air)"
+    )
+    surge_notify_address_template: str = Field(
+        "{agency_id}@agency.invalid", description="address for agencies not in the map ('' = none)"
+    )
 
     # Ingress (push channels)
     ingress_host: str = "127.0.0.1"

@@ -19,10 +19,13 @@ class SendError(Exception):
 
 @dataclass
 class Notification:
-    """A due outbox row with what the sender needs (contact details only here, never in the row)."""
+    """A due outbox row with what the sender needs (contact details only here, never in the row).
+
+    A row for an agency about a surge (issue #17, destination ``agency``) names the surge and the
+    agency instead of a report: its report fields are None."""
 
     outbox_id: int
-    report_id: str
+    report_id: str | None
     event_key: str
     channel: str
     destination: str
@@ -30,12 +33,14 @@ class Notification:
     to_status: str | None
     body: str
     attempts: int
-    provider_id: str
+    provider_id: str | None
     in_reply_to: str | None
-    private: bool
-    tracking_number: str
-    status: str
+    private: bool | None
+    tracking_number: str | None
+    status: str | None
     email: str | None = None
     phone: str | None = None
     handle: str | None = None
     name: str | None = None  # for a private greeting only; never put in public text
+    surge_id: str | None = None
+    agency: str | None = None

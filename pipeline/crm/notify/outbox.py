@@ -11,6 +11,8 @@ with the same schedule, so its other rows wait instead of failing one by one.
 Destinations: ``email`` (threaded replies), ``sms``, ``twitter``, ``meta``; ``desk`` rows are not sent
 but listed for the desk that took the report (state ``desk`` until the desk marks them ``delivered``);
 ``none`` rows (no way back to the citizen) are recorded as ``skipped``.
+``agency`` rows name a surge and an agency instead of a report (issue #17): the agency is told by
+e-mail (``pipeline/surge_notify.py``).
 """
 
 from __future__ import annotations
@@ -122,9 +124,9 @@ class RunResult:
 _DUE = """
 SELECT o.outbox_id, o.report_id::text AS report_id, o.event_key, o.channel, o.destination, o.kind,
        o.to_status, o.body, o.attempts, r.provider_id, r.in_reply_to, r.private, r.tracking_number,
-       r.status, c.email, c.phone, c.handle, c.name
+       r.status, c.email, c.phone, c.handle, c.name, o.surge_id::text AS surge_id, o.agency
 FROM notify.outbox o
-JOIN reports r USING (report_id)
+LEFT JOIN reports r USING (report_id)  -- an agency's row about a surge has no report
 LEFT JOIN reporter_contacts c USING (report_id)
 WHERE o.state = 'pending' AND o.next_attempt_at <= %s
 ORDER BY o.next_attempt_at, o.outbox_id
@@ -169,7 +171,8 @@ class OutboxRunner:
             rows = await (await conn.execute(_DUE, (now, self.settings.notify_batch_size))).fetchall()
             for row in rows:
                 try:
-                    decrypt_contact_row(self.cipher, row)
+                    if row["report_id"] is not None:
+                        decrypt_contact_row(self.cipher, row)
                 except DecryptError as exc:
                     n = Notification(**{**row, "email": None, "phone": None, "handle": None, "name": None})
                     await self._failed(conn, n, SendError(str(exc), permanent=True), now, result)
