@@ -251,6 +251,10 @@ class Collector:
             if xy:
                 out["map"]["points"].append({"id": rid, "x": xy[0], "y": xy[1], "c": category, "s": status})
 
+        from .surges import surge_rows  # issue #17: open surges on the map and in a list
+
+        out["surges"] = await surge_rows(conn)
+
         tracking = "tracking_number" if has_tracking else "NULL"
         out["recent"] = [
             {

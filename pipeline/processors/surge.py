@@ -694,7 +694,9 @@ class PlaceCount(_Model):
     kelurahan_code: str
     kelurahan: str | None = None
     kecamatan: str | None = None
-    count: int = Field(description="reports from this kelurahan in the surge's window")
+    count: int = Field(
+        description="reports from this kelurahan in the surge's window (at least the middle one)"
+    )
 
 
 class SurgeRecord(_Model):
@@ -975,11 +977,12 @@ class SurgeDetector:
         inc.last_count = counts[w]
         place = place_of(inc.code)
         names = place_names()
+        wp = max(w, 1)  # the breakdown over at least the middle window: still telling while subsiding
         kel_counts = sorted(
             (
-                (ring.counts(now, self.windows)[w], c)
+                (ring.counts(now, self.windows)[wp], c)
                 for c, ring in state.rings.items()
-                if c.count(".") == 3 and c.startswith(inc.code)
+                if c.count(".") == 3 and (c == inc.code or c.startswith(inc.code + "."))
             ),
             reverse=True,
         )

@@ -13,7 +13,7 @@ async function loadMap() {
   for (const p of $("#map").querySelectorAll("path.kel")) MAP[p.dataset.code] = p;
   $("#map svg").addEventListener("mousemove", (e) => {
     const p = e.target.closest("path.kel");
-    $("#map-hover").textContent = p ? `${p.dataset.name}, Kec. ${p.dataset.kec}: ${p.dataset.count || 0} today` : "\u00a0";
+    $("#map-hover").textContent = p ? `${p.dataset.name}, Kec. ${p.dataset.kec}: ${p.dataset.count || 0} today${p.dataset.surge ? " · " + p.dataset.surge : ""}` : "\u00a0";
   });
   if (LAST) renderMap(LAST);
 }
@@ -26,6 +26,12 @@ function renderMap(s) {
     const n = counts[code] || 0;
     path.dataset.count = n;
     path.style.fill = n ? `rgba(214, 69, 65, ${0.18 + 0.72 * (n / max)})` : "";
+  }
+  const open = (s.surges || []).filter((x) => x.state !== "closed");
+  for (const [code, path] of Object.entries(MAP)) {
+    const hit = open.find((x) => code === x.code || code.startsWith(x.code + "."));
+    path.classList.toggle("surge", Boolean(hit));
+    path.dataset.surge = hit ? `${hit.category} surge (${hit.state})` : "";
   }
   $("#map g.points").innerHTML = (s.map.points || []).map((p) =>
     `<a href="/report/${p.id}"><circle cx="${p.x}" cy="${p.y}" r="5" style="fill:${(s.colours || {})[p.s] || "#333"}"><title>${esc(p.c || "uncategorised")} · ${esc(p.s)}</title></circle></a>`).join("");
@@ -54,6 +60,13 @@ function renderIntake(s) {
   }).join("");
   $("#intake-chart").innerHTML = `<svg viewBox="0 -4 ${W} ${H + 22}" preserveAspectRatio="none"><line x1="0" x2="${W}" y1="${H}" y2="${H}" class="axis"/>${bars}${ticks}<text x="${W}" y="8" text-anchor="end" class="max">max ${max}/min</text></svg>`;
   $("#intake-legend").innerHTML = channels.map((c) => `<span><i style="background:${channelColour(c)}"></i>${esc(c)}</span>`).join("") || '<span class="muted">no reports in the last hour</span>';
+}
+
+function renderSurges(s) {
+  const rows = s.surges || [];
+  $("#surges-card").classList.toggle("alarm", rows.some((x) => x.state !== "closed"));
+  $("#surges tbody").innerHTML = rows.map((x) =>
+    `<tr data-surge="${esc(x.surge_id)}" class="surge-${esc(x.state)}" title="${esc(x.surge_id)}"><td><span class="badge surge-state">${esc(x.state)}</span></td><td>${esc(x.category)}</td><td>${esc(x.place || x.code)}${x.places.length && x.level !== "kelurahan" ? `<br><small>${x.places.map(esc).join(", ")}</small>` : ""}</td><td class="num"><b>${fmt(x.count)}</b> in ${esc(x.window || "")}<br><small>${fmt(x.report_count)} in all</small></td><td class="num">${Number(x.expected).toFixed(2)}</td><td class="num">${Number(x.score).toFixed(1)}</td><td>${timeOf(x.opened_at)}</td><td><small>${x.notify.map(esc).join(", ")}</small></td></tr>`).join("") || '<tr><td class="muted" colspan="8">no surges</td></tr>';
 }
 
 function render(s) {
@@ -104,6 +117,7 @@ function render(s) {
 
   $("#recent tbody").innerHTML = (s.recent || []).map((r) =>
     `<tr data-report="${r.report_id}"><td>${timeOf(r.received_at)}</td><td><a href="/report/${r.report_id}">${esc(r.tracking_number || r.report_id.slice(0, 8))}</a></td><td>${esc(r.channel)}</td><td>${esc(r.category || "–")}</td><td>${esc(r.agency || "–")}</td><td>${esc(r.kelurahan || "–")}</td><td>${badge(r.status, colours)}</td><td class="text">${esc(r.text)}</td></tr>`).join("");
+  renderSurges(s);
   renderMap(s);
   const errs = Object.entries(s.errors || {});
   $("#errors").innerHTML = errs.map(([k, v]) => `<p>${esc(k)}: ${esc(v)}</p>`).join("");
