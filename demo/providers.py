@@ -10,10 +10,15 @@ One aiohttp app serves, under path prefixes (so one port is enough):
 * ``/lapor``  — the SP4N-LAPOR! integration API (``GET /v1/integrasi/laporan`` with ``updated_since``,
   ``after_id``, ``limit``, ``meta.has_more``), as ``pipeline/sources/lapor.py`` documents it.
 * ``/sms``    — the SMS gateway's send API (``POST /v1/send``) the notifier answers SMS reporters with.
+* ``/jaki``   — the JAKI backend's callback endpoint (``POST /v1/crm/callbacks``): checks the HMAC
+  signature and timestamp the way ``pipeline/crm/notify/channel_replies.py`` documents, answers a repeated
+  ``Idempotency-Key`` as before without a second push.
+* ``/lapor``  also takes follow-ups (``POST /v1/integrasi/laporan/<id>/tindak-lanjut``, same token).
 * ``/graph``  — the Meta Graph API calls of the notifier (``POST /<version>/<id>/comments``,
   ``POST /<version>/me/messages``).
 
-Tokens are checked like the real providers do (401 without the right bearer/header). Everything sent
+Tokens are checked like the real providers do (401 without the right bearer/header). A provider
+named in :attr:`Providers.down` answers 503, as one that is down would. Everything sent
 back to citizens is kept in :attr:`Providers.outbound` and passed to ``on_outbound``.
 
 :class:`MailSink` is a real SMTP server (aiosmtpd) standing in for the city's mail relay: it keeps
@@ -29,6 +34,8 @@ import argparse
 import asyncio
 import email
 import email.policy
+import hashlib
+import hmac
 import itertools
 import threading
 import time
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
@@ -59,7 +67,7 @@ def _x_error(status: int, title: str) -> web.Response:
 class Outbound:
     """A message the pipeline sent back to a citizen through a provider."""
 
-    provider: str  # x-reply | x-dm | sms | meta
+    provider: str  # x-reply | x-dm | sms | meta | jaki | lapor
     to: str
     text: str
 
@@ -73,10 +81,15 @@ class Providers:
     dms: list[dict[str, Any]] = field(default_factory=list)
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     lapor_items: list[dict[str, Any]] = field(default_factory=list)
+    jaki_reply_secret: str = "dev-only-jaki-reply-secret"  # noqa: S105 - the development default
+    jaki_callbacks: list[dict[str, Any]] = field(default_factory=list)
+    lapor_followups: list[dict[str, Any]] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)  # providers answering 503 (jaki, lapor, sms, graph)
     outbound: list[Outbound] = field(default_factory=list)
     on_outbound: Callable[[Outbound], None] | None = None
     calls: dict[str, int] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _idempotent: dict[str, str] = field(default_factory=dict)
 
     # ---------------------------------------------------------------------------------------- app
     def app(self) -> web.Application:
@@ -90,6 +103,8 @@ class Providers:
         r.add_post("/x/2/tweets", self.x_create_tweet)
         r.add_post("/x/2/dm_conversations/with/{id}/messages", self.x_create_dm)
         r.add_get("/lapor" + LAPOR_PATH, self.lapor)
+        r.add_post("/lapor" + LAPOR_PATH + "/{id}/tindak-lanjut", self.lapor_followup)
+        r.add_post("/jaki/v1/crm/callbacks", self.jaki_callback)
         r.add_post("/sms/v1/send", self.sms_send)
         r.add_post("/graph/{version}/{target:.+}", self.graph)
         return app
@@ -199,8 +214,57 @@ class Providers:
             {"data": ordered[:limit], "meta": {"has_more": len(ordered) > limit, "limit": limit}}
         )
 
+    async def lapor_followup(self, request: web.Request) -> web.Response:
+        """A follow-up (tindak lanjut) on a LAPOR! report this instance received."""
+        self._count("lapor.followup")
+        if "lapor" in self.down:
+            return web.json_response({"error": "service unavailable"}, status=503)
+        if request.headers.get(self.lapor_header) != self.lapor_token:
+            return web.json_response({"error": "invalid token"}, status=401)
+        lapor_id = request.match_info["id"]
+        if not any(str(i["id"]) == lapor_id for i in self.lapor_items):
+            return web.json_response({"error": f"no report {lapor_id} forwarded to you"}, status=404)
+        key = request.headers.get("Idempotency-Key", "")
+        if key and key in self._idempotent:
+            return web.json_response({"id": self._idempotent[key], "replayed": True})
+        body = await request.json()
+        if not isinstance(body.get("content"), str) or not body["content"].strip():
+            return web.json_response({"error": "content is required"}, status=422)
+        followup_id = f"tl-{next(self._ids)}"
+        self._idempotent[key] = followup_id
+        self.lapor_followups.append({"lapor_id": lapor_id, **body})
+        self._sent("lapor", f"LAPOR! report {lapor_id}", body["content"])
+        return web.json_response({"id": followup_id}, status=201)
+
+    # ------------------------------------------------------------------------------- JAKI backend
+    async def jaki_callback(self, request: web.Request) -> web.Response:
+        """The JAKI backend receiving the CRM's signed callbacks and pushing them to the app."""
+        self._count("jaki.callback")
+        if "jaki" in self.down:
+            return web.json_response({"error": "service unavailable"}, status=503)
+        raw = await request.read()
+        stamp = request.headers.get("X-CRM-Timestamp", "")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > 300:
+            return web.json_response({"error": "missing or stale X-CRM-Timestamp"}, status=401)
+        mac = hmac.new(self.jaki_reply_secret.encode(), stamp.encode() + b"." + raw, hashlib.sha256)
+        if not hmac.compare_digest(request.headers.get("X-CRM-Signature", ""), "sha256=" + mac.hexdigest()):
+            return web.json_response({"error": "bad signature"}, status=401)
+        key = request.headers.get("Idempotency-Key", "")
+        if key and key in self._idempotent:
+            return web.json_response({"id": self._idempotent[key], "replayed": True})
+        body = orjson.loads(raw)
+        if not body.get("report_id") or not body.get("message"):
+            return web.json_response({"error": "report_id and message are required"}, status=422)
+        notification_id = f"jaki-n-{next(self._ids)}"
+        self._idempotent[key] = notification_id
+        self.jaki_callbacks.append(body)
+        self._sent("jaki", f"JAKI app, report {body['report_id']}", body["message"])
+        return web.json_response({"id": notification_id})
+
     # ----------------------------------------------------------------------- notifier destinations
     async def sms_send(self, request: web.Request) -> web.Response:
+        if "sms" in self.down:
+            return web.json_response({"error": "service unavailable"}, status=503)
         if self._bearer(request) is None:
             return web.json_response({"error": "missing token"}, status=401)
         body = await request.json()
@@ -276,6 +340,7 @@ async def start_http(app: web.Application, port: int) -> web.AppRunner:
 
 
 def main() -> int:  # pragma: no cover - manual use
+    from pipeline.crm.notify.channel_replies import JakiReplySettings
     from pipeline.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -287,13 +352,14 @@ def main() -> int:  # pragma: no cover - manual use
         x_token=s.twitter_bearer_token.get_secret_value(),
         lapor_token=s.lapor_token.get_secret_value(),
         lapor_header=s.lapor_token_header,
+        jaki_reply_secret=JakiReplySettings.load(s).secret.get_secret_value(),
         on_outbound=lambda o: print(f"[{o.provider}] to {o.to}: {o.text}", flush=True),
     )
     sink = MailSink(args.smtp_port, lambda m: print(f"[mail] {m['To']}: {m['Subject']}", flush=True)).start()
 
     async def run() -> None:
         runner = await start_http(providers.app(), args.port)
-        where = f"http://127.0.0.1:{args.port} (/x /lapor /sms /graph)"
+        where = f"http://127.0.0.1:{args.port} (/x /lapor /sms /graph /jaki)"
         print(f"providers on {where}, SMTP sink on {args.smtp_port}", flush=True)
         try:
             await asyncio.Event().wait()

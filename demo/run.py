@@ -48,6 +48,7 @@ import aiosmtplib
 import orjson
 import psycopg
 
+from pipeline.crm.notify.channel_replies import JakiReplySettings
 from pipeline.envelope import report_id_for, utcnow
 from pipeline.settings import Settings, get_settings
 
@@ -756,6 +757,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         x_token=settings.twitter_bearer_token.get_secret_value(),
         lapor_token=settings.lapor_token.get_secret_value(),
         lapor_header=settings.lapor_token_header,
+        jaki_reply_secret=JakiReplySettings.load(settings).secret.get_secret_value(),
         on_outbound=on_outbound,
     )
     seed_providers(run, providers)
@@ -763,7 +765,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     http = await start_http(providers.app(), args.providers_port)
     say(
         f"[demo] simulated providers on http://127.0.0.1:{args.providers_port} (X API /x, LAPOR! /lapor, "
-        f"SMS send /sms, Graph /graph); mail relay sink on 127.0.0.1:{settings.email_relay_port}"
+        f"SMS send /sms, Graph /graph, JAKI callbacks /jaki); "
+        f"mail relay sink on 127.0.0.1:{settings.email_relay_port}"
     )
     t0 = time.monotonic()
     try:
@@ -859,7 +862,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     say(
         f"\nsent back to citizens on their own channel: {len(sink.messages)} mail(s), "
         f"{sum(o.provider == 'sms' for o in out)} SMS, {sum(o.provider == 'meta' for o in out)} Meta, "
-        f"{sum(o.provider.startswith('x-') for o in out)} X"
+        f"{sum(o.provider.startswith('x-') for o in out)} X, {sum(o.provider == 'jaki' for o in out)} JAKI, "
+        f"{sum(o.provider == 'lapor' for o in out)} LAPOR!"
     )
     say(
         f"agency queue ({AGENCY}): routed topic {queue_line.strip('= ')}; Open311 {len(items)} request(s), "

@@ -112,7 +112,9 @@ def _cmd_api(args: argparse.Namespace) -> int:
 def _cmd_notify(args: argparse.Namespace) -> int:
     from .crm.notify.cli import notify_main
 
-    return notify_main(once=args.once)
+    return notify_main(
+        once=args.once, action=args.action, as_json=args.json, destination=args.destination, limit=args.limit
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -183,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("notify", _cmd_notify, "send due citizen notifications from the outbox (acks, status changes)")
     p.add_argument("--once", action="store_true", help="one pass over the due rows, then exit")
+    p.add_argument(
+        "action", nargs="?", default="run", choices=["run", "undelivered"],
+        help="undelivered: list notifications given up on (exit 1 when there are any)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="undelivered: print JSON")
+    p.add_argument("--destination", help="undelivered: only this destination (jaki, sms, whatsapp, ...)")
+    p.add_argument("--limit", type=int, default=100, help="undelivered: at most this many rows")
 
     p = add("status", _cmd_status, "apply officer status events from the status topic; raise escalations")
     p.add_argument("action", nargs="?", default="run", choices=["run", "escalate"])

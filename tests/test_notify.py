@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -88,7 +89,7 @@ def test_each_channel_gets_its_answer_and_a_private_reporter_is_never_named(iso)
     )
     messenger = make_report("facebook", provider_id="m_abc", contact=Contact(name="Citra", handle="9003"))
     desk = make_report("desk_kelurahan", provider_id="31.71.05.1001:7", desk_office="31.71.05.1001")
-    nobody = make_report("jaki", provider_id="jaki-1")
+    nobody = make_report("web", provider_id=f"web-{uuid.uuid4().hex}")  # no contact: no way back
 
     async def go():
         server = TestServer(app)

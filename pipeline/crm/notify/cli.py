@@ -1,18 +1,59 @@
-"""``crm-pipeline notify``: the outbox runner."""
+"""``crm-pipeline notify``: the outbox runner, and what could not be delivered (``notify undelivered``)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+
+import orjson
 
 from ...settings import get_settings
-from .outbox import OutboxRunner
+from .outbox import OutboxRunner, outbox_summary, undelivered
 
 
-def notify_main(once: bool = False) -> int:
+def notify_main(
+    once: bool = False,
+    action: str = "run",
+    as_json: bool = False,
+    destination: str | None = None,
+    limit: int = 100,
+) -> int:
     runner = OutboxRunner(get_settings())
+    if action == "undelivered":
+        return asyncio.run(_undelivered(runner, as_json, destination, limit))
     if once:
-        result = asyncio.run(runner.run_once())
-        print(f"sent {len(result.sent)}, failed {len(result.failed)}, deferred {len(result.deferred)}")
-        return 0 if not result.failed else 1
+
+        async def one() -> tuple[int, int, int]:
+            try:
+                result = await runner.run_once()
+            finally:
+                await runner.close()
+            return len(result.sent), len(result.failed), len(result.deferred)
+
+        sent, failed, deferred = asyncio.run(one())
+        print(f"sent {sent}, failed {failed}, deferred {deferred}")
+        return 0 if not failed else 1
     asyncio.run(runner.run_forever())
     return 0
+
+
+async def _undelivered(runner: OutboxRunner, as_json: bool, destination: str | None, limit: int) -> int:
+    """Exit 0 when nothing is undelivered, 1 when something is (for scripts and cron checks)."""
+    async with await runner.connect() as conn:
+        rows = await undelivered(conn, destination, limit)
+        summary = await outbox_summary(conn)
+    if as_json:
+        payload = {"undelivered": rows, "by_destination": summary}
+        sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 1 if rows else 0
+    failed = {r["destination"]: r["n"] for r in summary if r["state"] == "failed"}
+    if not rows:
+        print("nothing undelivered")
+        return 0
+    print(f"{sum(failed.values())} undelivered: " + ", ".join(f"{d} {n}" for d, n in sorted(failed.items())))
+    for r in rows:
+        print(
+            f"{r['created_at']:%Y-%m-%d %H:%M} {r['tracking_number'] or '-':14} {r['destination']:10} "
+            f"{r['kind']:6} {r['to_status'] or '':18} after {r['attempts']} attempt(s): {r['last_error']}"
+        )
+    return 1

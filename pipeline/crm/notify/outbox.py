@@ -34,6 +34,7 @@ from ...settings import Settings
 from ...sinks.bulk import copy_insert
 from .messages import ack_text, status_text
 from .notification import Notification, SendError
+from .replies import discover_replies
 from .senders import default_senders
 
 log = logging.getLogger("pipeline.notify")
@@ -44,7 +45,10 @@ SOCIAL = {"facebook": "meta", "governor_social": "meta", "instagram": "meta", "t
 
 
 def destination_for(channel: str, has_email: bool, has_phone: bool) -> str:
-    """The way back: the channel the report came from; web/app/LAPOR! fall back to e-mail, then SMS."""
+    """The way back: the channel the report came from (its registered reply sender, see
+    :mod:`.replies`); channels without one (web) fall back to e-mail, then SMS."""
+    if channel in discover_replies():
+        return channel
     if channel == "email":
         return "email" if has_email else "none"
     if channel == "sms":
@@ -138,8 +142,29 @@ FOR UPDATE OF o SKIP LOCKED
 class OutboxRunner:
     def __init__(self, settings: Settings, senders: dict[str, Any] | None = None) -> None:
         self.settings = settings
-        self.senders = senders if senders is not None else default_senders(settings)
+        if senders is None:  # the built-in senders and every registered reply sender, by destination
+            senders = default_senders(settings)
+            senders.update({channel: cls(settings) for channel, cls in discover_replies().items()})
+        self.senders = senders
         self.cipher = ContactCipher.from_settings(settings)  # contacts are encrypted at rest
+        self._started: set[str] = set()
+
+    async def _start(self, destination: str, sender: Any) -> None:
+        """A sender's start hook, once, before its first send (a failing start is a failed send)."""
+        if destination not in self._started and hasattr(sender, "start"):
+            await sender.start()
+        self._started.add(destination)
+
+    async def close(self) -> None:
+        """The stop hooks of the senders that were started."""
+        for destination in sorted(self._started):
+            stop = getattr(self.senders.get(destination), "stop", None)
+            if stop is not None:
+                try:
+                    await stop()
+                except Exception:
+                    log.exception("sender %s failed to stop", destination)
+        self._started.clear()
 
     def backoff(self, attempts: int) -> timedelta:
         """Wait after the ``attempts``-th failure: +5 min, then every 30 min (capped there)."""
@@ -185,6 +210,7 @@ class OutboxRunner:
                 try:
                     if sender is None:
                         raise SendError(f"no sender configured for {n.destination!r}", permanent=True)
+                    await self._start(n.destination, sender)
                     ref = await sender.send(n)
                 except SendError as exc:
                     await self._failed(conn, n, exc, now, result)
@@ -251,14 +277,17 @@ class OutboxRunner:
     async def run_forever(self) -> None:  # pragma: no cover - the CLI loop
         import asyncio
 
-        while True:
-            try:
-                result = await self.run_once()
-                if result.sent or result.failed:
-                    log.info("outbox: %d sent, %d failed", len(result.sent), len(result.failed))
-            except (psycopg.OperationalError, OSError) as exc:
-                log.warning("outbox run failed, retrying: %s", exc)
-            await asyncio.sleep(self.settings.notify_interval_s)
+        try:
+            while True:
+                try:
+                    result = await self.run_once()
+                    if result.sent or result.failed:
+                        log.info("outbox: %d sent, %d failed", len(result.sent), len(result.failed))
+                except (psycopg.OperationalError, OSError) as exc:
+                    log.warning("outbox run failed, retrying: %s", exc)
+                await asyncio.sleep(self.settings.notify_interval_s)
+        finally:
+            await self.close()
 
 
 async def desk_notifications(
@@ -271,5 +300,32 @@ async def desk_notifications(
         "created_at FROM notify.outbox WHERE state = 'desk' AND (%s::text IS NULL OR desk_office = %s) "
         "ORDER BY created_at, outbox_id LIMIT %s",
         (office, office, limit),
+    )
+    return list(await cur.fetchall())
+
+
+async def undelivered(
+    conn: psycopg.AsyncConnection, destination: str | None = None, limit: int = 100
+) -> list[dict]:
+    """Notifications that could not be delivered (state ``failed``: retried on the schedule, then given
+    up, or refused for good), newest first; no contact details."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT o.outbox_id, o.report_id::text AS report_id, r.tracking_number, o.channel, o.destination, "
+        "o.kind, o.to_status, o.attempts, o.last_error, o.created_at, o.next_attempt_at AS last_attempt_at "
+        "FROM notify.outbox o JOIN reports r USING (report_id) "
+        "WHERE o.state = 'failed' AND (%s::text IS NULL OR o.destination = %s) "
+        "ORDER BY o.created_at DESC, o.outbox_id DESC LIMIT %s",
+        (destination, destination, limit),
+    )
+    return list(await cur.fetchall())
+
+
+async def outbox_summary(conn: psycopg.AsyncConnection) -> list[dict]:
+    """Rows per destination and state (pending, sent, failed = undelivered, desk, delivered, skipped)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT destination, state, count(*) AS n FROM notify.outbox GROUP BY destination, state "
+        "ORDER BY destination, state"
     )
     return list(await cur.fetchall())

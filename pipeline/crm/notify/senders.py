@@ -21,6 +21,7 @@ from ...envelope import utcnow
 from ...settings import Settings
 from .messages import subject
 from .notification import Notification, SendError
+from .replies import post_json
 
 
 class EmailSender:
@@ -73,24 +74,6 @@ class EmailSender:
         return str(msg["Message-ID"])
 
 
-async def _post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            async with session.post(url, json=body, headers=headers) as resp:
-                text = await resp.text()
-                if resp.status >= 500 or resp.status == 429:
-                    raise SendError(f"{url} answered {resp.status}: {text[:300]}", destination_down=True)
-                if resp.status >= 400:
-                    raise SendError(f"{url} answered {resp.status}: {text[:300]}", permanent=True)
-                try:
-                    data = await resp.json(content_type=None)
-                except ValueError:
-                    data = {}
-                return data if isinstance(data, dict) else {}
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise SendError(f"{url} unreachable: {exc!r}", destination_down=True) from exc
-
-
 class SmsSender:
     """The SMS gateway's send API: ``POST {to, text, reference}`` with a bearer token."""
 
@@ -101,7 +84,7 @@ class SmsSender:
         if not n.phone:
             raise SendError("the report has no phone number to answer", permanent=True)
         ref = f"crm-{n.outbox_id}"
-        data = await _post_json(
+        data = await post_json(
             self.s.notify_sms_url,
             {"to": n.phone, "text": n.body[:640], "reference": ref},
             {
@@ -141,7 +124,7 @@ class MetaSender:
     async def send(self, n: Notification) -> str:
         url, body = self.request(n)
         token = self.s.notify_meta_page_token.get_secret_value()
-        data = await _post_json(url, body, {"Authorization": f"Bearer {token}"})
+        data = await post_json(url, body, {"Authorization": f"Bearer {token}"})
         return str(data.get("id") or data.get("message_id") or "")
 
 
