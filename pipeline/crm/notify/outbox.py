@@ -8,7 +8,9 @@ schedule (first retry after ``notify_retry_first_s``, then every ``notify_retry_
 after ``notify_max_attempts``. A destination that is down (relay unreachable, gateway 5xx) is paused
 with the same schedule, so its other rows wait instead of failing one by one.
 
-Destinations: ``email`` (threaded replies), ``sms``, ``twitter``, ``meta``; ``desk`` rows are not sent
+Destinations: ``email`` (threaded replies), ``sms``, ``twitter``, ``meta``, and every channel with a
+registered reply sender under its own id (``jaki``, ``lapor1708``, plug-in channels; :mod:`.replies`);
+``desk`` rows are not sent
 but listed for the desk that took the report (state ``desk`` until the desk marks them ``delivered``);
 ``none`` rows (no way back to the citizen) are recorded as ``skipped``.
 ``agency`` rows name a surge and an agency instead of a report (issue #17): the agency is told by
@@ -32,6 +34,7 @@ from ...envelope import utcnow
 from ...security import ContactCipher, DecryptError, decrypt_contact_row
 from ...settings import Settings
 from ...sinks.bulk import copy_insert
+from ...surge_notify import AgencySender
 from .messages import ack_text, status_text
 from .notification import Notification, SendError
 from .replies import discover_replies
@@ -144,6 +147,8 @@ class OutboxRunner:
         self.settings = settings
         if senders is None:  # the built-in senders and every registered reply sender, by destination
             senders = default_senders(settings)
+            if "email" in senders:  # agencies told of surges, by e-mail (issue #17)
+                senders["agency"] = AgencySender(settings)
             senders.update({channel: cls(settings) for channel, cls in discover_replies().items()})
         self.senders = senders
         self.cipher = ContactCipher.from_settings(settings)  # contacts are encrypted at rest
@@ -312,8 +317,9 @@ async def undelivered(
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT o.outbox_id, o.report_id::text AS report_id, r.tracking_number, o.channel, o.destination, "
-        "o.kind, o.to_status, o.attempts, o.last_error, o.created_at, o.next_attempt_at AS last_attempt_at "
-        "FROM notify.outbox o JOIN reports r USING (report_id) "
+        "o.kind, o.to_status, o.attempts, o.last_error, o.created_at, o.next_attempt_at AS last_attempt_at, "
+        "o.surge_id::text AS surge_id, o.agency "
+        "FROM notify.outbox o LEFT JOIN reports r USING (report_id) "
         "WHERE o.state = 'failed' AND (%s::text IS NULL OR o.destination = %s) "
         "ORDER BY o.created_at DESC, o.outbox_id DESC LIMIT %s",
         (destination, destination, limit),

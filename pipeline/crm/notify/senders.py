@@ -192,9 +192,6 @@ def default_senders(settings: Settings) -> dict[str, Any]:
     }
     if settings.notify_email_enabled:
         senders["email"] = EmailSender(settings)
-        from ...surge_notify import AgencySender  # agencies told of surges (issue #17)
-
-        senders["agency"] = AgencySender(settings)
     return senders
 
 
