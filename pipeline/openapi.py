@@ -329,9 +329,31 @@ def _officer_schemas(into: dict[str, Any]) -> None:
         "items": {
             "type": "object",
             "properties": {
+                "outbox_id": {"type": "integer", "description": "acknowledge it with POST …/{outbox_id}/ack"},
                 "created_at": {"type": "string", "format": "date-time"},
                 "body": {"type": "string"},
             },
+        },
+    }
+    into["DeskAck"] = {  # issue #20
+        "type": "object",
+        "required": ["officer"],
+        "properties": {
+            "how": {"type": "string", "enum": ["delivered", "printed"], "default": "delivered"},
+            "officer": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+            "office": {"type": "string", "description": "the desk's office code (only its own rows)"},
+        },
+    }
+    into["DeskAcknowledged"] = {
+        "type": "object",
+        "required": ["outbox_id", "state", "delivered_how", "delivered_by"],
+        "properties": {
+            "outbox_id": {"type": "integer"},
+            "report_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["delivered"]},
+            "sent_at": {"type": "string", "format": "date-time"},
+            "delivered_how": {"type": "string", "enum": ["delivered", "printed"]},
+            "delivered_by": {"type": "string"},
         },
     }
 
@@ -582,6 +604,27 @@ def _officer_paths() -> dict[str, Any]:
                 "operationId": "desk_notifications",
                 "parameters": [_query("office", "the desk's office code")],
                 "responses": {"200": _answer("OK", _ref("DeskNotifications")), **_errors_json(401, 403)},
+            }
+        },
+        "/v1/desk/notifications/{outbox_id}/ack": {
+            "post": {
+                **common,
+                "summary": "The desk told the reporter or handed a printout (desk:read)",
+                "operationId": "desk_acknowledge",
+                "parameters": [
+                    {
+                        "name": "outbox_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "the notification's id (from GET /v1/desk/notifications)",
+                        "schema": {"type": "integer"},
+                    }
+                ],
+                "requestBody": {"required": True, "content": _content(_ref("DeskAck"))},
+                "responses": {
+                    "200": _answer("delivered (again: the first acknowledgement)", _ref("DeskAcknowledged")),
+                    **_errors_json(401, 403, 404, 422),
+                },
             }
         },
     }

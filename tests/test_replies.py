@@ -1,4 +1,4 @@
-"""A way back on every channel: JAKI and LAPOR! reporters hear back on their own channel.
+"""A way back on every channel: JAKI and LAPOR! reporters hear back on their own channel, desks acknowledge.
 
 Real PostgreSQL (the outbox), the real officer API for the status change, and the simulated JAKI backend
 and LAPOR! integration API of ``demo/providers.py`` as protocol peers: the JAKI backend checks the HMAC
@@ -14,14 +14,16 @@ import uuid
 from datetime import timedelta
 
 import orjson
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from demo.providers import Providers, start_http
 from pipeline.crm.api import create_app
 from pipeline.crm.notify.channel_replies import JakiReplySender, JakiReplySettings
-from pipeline.crm.notify.outbox import OutboxRunner, destination_for
+from pipeline.crm.notify.outbox import OutboxRunner, destination_for, undelivered
 from pipeline.crm.notify.replies import discover_replies
+from pipeline.dashboard.app import Collector
 from pipeline.envelope import Contact, utcnow
 from pipeline.sources.config import ChannelSettingsError
 from tests.crm_helpers import make_report, prepare, store
@@ -166,6 +168,70 @@ def test_a_failing_jaki_backend_is_retried_then_undelivered_and_listed(iso, monk
     assert len(found) == 1 and found[0]["attempts"] == 2 and "503" in found[0]["last_error"]
     text = subprocess.run(cli, env=env, capture_output=True, cwd=ROOT, text=True)
     assert text.returncode == 1 and "undelivered" in text.stdout and "jaki" in text.stdout
+
+    async def board():  # what the dashboard's collector puts in its snapshot
+        async with await psycopg.AsyncConnection.connect(iso.env["CRM_DATABASE_URL"]) as conn:
+            return await Collector(settings)._store(conn)
+
+    shown = asyncio.run(board())["undelivered"]
+    assert shown["total"] >= 1 and shown["by_destination"]["jaki"] >= 1
+    mine = [r for r in shown["latest"] if r["destination"] == "jaki" and "503" in r["error"]]
+    assert mine and mine[0]["attempts"] == 2
+
+
+def test_a_desk_acknowledges_what_it_told_the_walk_in_reporter(iso):
+    settings = iso.settings()
+    office = "31.71.05.1001"
+    report = make_report("desk_kelurahan", provider_id=f"{office}:{uuid.uuid4().hex[:8]}", desk_office=office)
+    desk_url = "/v1/desk/notifications"
+
+    async def go():
+        client = TestClient(TestServer(create_app(settings)))
+        await client.start_server()
+        try:
+            await prepare(settings)
+            await store(settings, report)
+            listed = await (await client.get(desk_url, params={"office": office}, headers=OFFICER)).json()
+            mine = [r for r in listed if r["report_id"] == report.report_id]
+            assert len(mine) == 1 and mine[0]["kind"] == "ack"
+            oid = mine[0]["outbox_id"]
+            ack = {"how": "printed", "officer": "Siti Aminah", "office": office}
+            url = f"/v1/desk/notifications/{oid}/ack"
+            no_key = await client.post(url, json=ack)
+            other = await client.post(url, json={**ack, "office": "31.71.01.1001"}, headers=OFFICER)
+            bad = await client.post(url, json={"how": "faxed", "officer": "x"}, headers=OFFICER)
+            first = await client.post(url, json=ack, headers=OFFICER)
+            again = await client.post(url, json={**ack, "how": "delivered"}, headers=OFFICER)
+            resp = await client.post(
+                f"/v1/reports/{report.report_id}/status",
+                json={"status": "Proses", "note": "petugas menuju lokasi", "actor": "budi"},
+                headers=OFFICER,
+            )
+            assert resp.status == 201, await resp.text()
+            await OutboxRunner(settings).run_once()  # desk rows are for the desk, never sent
+            after = await (await client.get(desk_url, params={"office": office}, headers=OFFICER)).json()
+            async with await psycopg.AsyncConnection.connect(iso.env["CRM_DATABASE_URL"]) as conn:
+                overdue = await undelivered(conn, "desk", desk_overdue=timedelta(0))
+            statuses = (no_key.status, other.status, bad.status)
+            return statuses, await first.json(), await again.json(), after, overdue
+        finally:
+            await client.close()
+
+    statuses, first, again, after, overdue = asyncio.run(go())
+    assert statuses == (401, 404, 422)
+    assert (first["state"], first["delivered_how"]) == ("delivered", "printed")
+    assert first["delivered_by"] == "Siti Aminah"
+    assert again == first  # acknowledging twice keeps the first acknowledgement
+    pending = [r for r in after if r["report_id"] == report.report_id]
+    assert [r["to_status"] for r in pending] == ["Proses"]  # the status change waits for the desk
+    assert [(r["state"], r["to_status"]) for r in overdue if r["report_id"] == report.report_id] == [
+        ("desk", "Proses")
+    ]  # not acknowledged (here: at once) is undelivered; the acknowledged ack is not
+    got = iso.query(
+        "SELECT event_key, state, delivered_how FROM notify.outbox WHERE report_id = %s ORDER BY outbox_id",
+        (report.report_id,),
+    )
+    assert got[0] == ("ack", "delivered", "printed") and got[1][1] == "desk"
 
 
 def test_the_jaki_callback_is_signed_over_timestamp_and_body():

@@ -10,6 +10,8 @@
   replay, 409 refused by the lifecycle, 422 bad input, 404 unknown report;
 * ``GET /v1/reports/{id}/history``: the status history (officers);
 * ``GET /v1/desk/notifications?office=``: what desks must tell walk-in reporters;
+  ``POST /v1/desk/notifications/{id}/ack`` (``{"how": "delivered"|"printed", "officer": …, "office": …}``):
+  the desk told the reporter or handed a printout, so the notification is delivered;
 * ``GET /openapi.json``: the contract of all of it (``docs/openapi.json``).
 
 Keys are configured in ``CRM_API_KEYS`` (``pipeline/open311/keys.py`` names the scopes). A key with
@@ -95,6 +97,7 @@ class Api:
         app.router.add_post("/v1/reports/{ref}/status", self.change_status)
         app.router.add_get("/v1/reports/{ref}/history", self.history)
         app.router.add_get("/v1/desk/notifications", self.desk)
+        app.router.add_post("/v1/desk/notifications/{outbox_id}/ack", self.desk_ack)
         from ..media.web import MediaRoutes  # issue #21: signed URLs, public copies, "after" photos
 
         MediaRoutes(self).add_to(app)
@@ -179,6 +182,33 @@ class Api:
         for r in rows:
             r["created_at"] = iso(r["created_at"])
         return _json(rows)
+
+    async def desk_ack(self, request: web.Request) -> web.Response:
+        """The desk told the reporter (``how: delivered``) or handed a printout (``printed``)."""
+        from .notify.outbox import DeskAckError, acknowledge_desk
+
+        self.auth(request, DESK_READ)
+        try:
+            outbox_id = int(request.match_info["outbox_id"])
+            body = orjson.loads(await request.read() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            how, officer = body.get("how", "delivered"), body.get("officer")
+            if how not in ("delivered", "printed"):
+                raise ValueError("'how' is 'delivered' (told in person) or 'printed' (handed a printout)")
+            if not isinstance(officer, str) or not officer.strip() or len(officer) > 200:
+                raise ValueError("'officer' names who told the reporter (1-200 characters)")
+            office = body.get("office") or request.query.get("office")
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            raise ApiError(422, f"invalid acknowledgement: {exc}", "invalid_body") from None
+        assert self.pool is not None
+        try:
+            async with self.pool.connection() as conn:
+                row = await acknowledge_desk(conn, outbox_id, office, how, officer.strip())
+        except DeskAckError as exc:
+            raise ApiError(404, str(exc), "unknown_notification") from None
+        row["sent_at"] = iso(row["sent_at"])
+        return _json(row)
 
 
 def create_app(settings: Settings | None = None) -> web.Application:

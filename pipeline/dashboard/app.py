@@ -254,6 +254,9 @@ class Collector:
         from .surges import surge_rows  # issue #17: open surges on the map and in a list
 
         out["surges"] = await surge_rows(conn)
+        from .notifications import undelivered_rows  # issue #20: what never reached the citizen
+
+        out["undelivered"] = await undelivered_rows(conn, self.settings)
 
         tracking = "tracking_number" if has_tracking else "NULL"
         out["recent"] = [

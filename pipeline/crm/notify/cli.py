@@ -8,7 +8,7 @@ import sys
 import orjson
 
 from ...settings import get_settings
-from .outbox import OutboxRunner, outbox_summary, undelivered
+from .outbox import OutboxRunner, give_up_after, outbox_summary, undelivered
 
 
 def notify_main(
@@ -40,17 +40,19 @@ def notify_main(
 async def _undelivered(runner: OutboxRunner, as_json: bool, destination: str | None, limit: int) -> int:
     """Exit 0 when nothing is undelivered, 1 when something is (for scripts and cron checks)."""
     async with await runner.connect() as conn:
-        rows = await undelivered(conn, destination, limit)
+        rows = await undelivered(conn, destination, limit, desk_overdue=give_up_after(runner.settings))
         summary = await outbox_summary(conn)
     if as_json:
         payload = {"undelivered": rows, "by_destination": summary}
         sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 1 if rows else 0
-    failed = {r["destination"]: r["n"] for r in summary if r["state"] == "failed"}
     if not rows:
         print("nothing undelivered")
         return 0
-    print(f"{sum(failed.values())} undelivered: " + ", ".join(f"{d} {n}" for d, n in sorted(failed.items())))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["destination"]] = counts.get(r["destination"], 0) + 1
+    print(f"{len(rows)} undelivered: " + ", ".join(f"{d} {n}" for d, n in sorted(counts.items())))
     for r in rows:
         print(
             f"{r['created_at']:%Y-%m-%d %H:%M} {r['tracking_number'] or '-':14} {r['destination']:10} "

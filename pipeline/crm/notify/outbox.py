@@ -309,22 +309,72 @@ async def desk_notifications(
     return list(await cur.fetchall())
 
 
+def give_up_after(settings: Settings) -> timedelta:
+    """How long the schedule keeps retrying a row: a desk row not acknowledged by then is undelivered."""
+    s = settings
+    return timedelta(
+        seconds=s.notify_retry_first_s + s.notify_retry_every_s * max(s.notify_max_attempts - 1, 0)
+    )
+
+
 async def undelivered(
-    conn: psycopg.AsyncConnection, destination: str | None = None, limit: int = 100
+    conn: psycopg.AsyncConnection,
+    destination: str | None = None,
+    limit: int = 100,
+    desk_overdue: timedelta | None = None,
+    now: datetime | None = None,
 ) -> list[dict]:
-    """Notifications that could not be delivered (state ``failed``: retried on the schedule, then given
-    up, or refused for good), newest first; no contact details."""
+    """Notifications that could not be delivered, newest first, without contact details: rows
+    ``failed`` (retried on the schedule, then given up, or refused for good) and, with
+    ``desk_overdue``, desk rows no desk acknowledged within that time."""
     cur = conn.cursor(row_factory=dict_row)
+    overdue_before = (now or utcnow()) - desk_overdue if desk_overdue is not None else None
     await cur.execute(
         "SELECT o.outbox_id, o.report_id::text AS report_id, r.tracking_number, o.channel, o.destination, "
-        "o.kind, o.to_status, o.attempts, o.last_error, o.created_at, o.next_attempt_at AS last_attempt_at, "
-        "o.surge_id::text AS surge_id, o.agency "
+        "o.state, o.kind, o.to_status, o.attempts, "
+        "CASE WHEN o.state = 'desk' THEN 'not acknowledged by the desk' ELSE o.last_error END AS last_error, "
+        "o.created_at, o.desk_office, o.surge_id::text AS surge_id, o.agency "
         "FROM notify.outbox o LEFT JOIN reports r USING (report_id) "
-        "WHERE o.state = 'failed' AND (%s::text IS NULL OR o.destination = %s) "
+        "WHERE (o.state = 'failed' OR (o.state = 'desk' AND o.created_at < %s::timestamptz)) "
+        "AND (%s::text IS NULL OR o.destination = %s) "
         "ORDER BY o.created_at DESC, o.outbox_id DESC LIMIT %s",
-        (destination, destination, limit),
+        (overdue_before, destination, destination, limit),
     )
     return list(await cur.fetchall())
+
+
+class DeskAckError(LookupError):
+    """The row is not a desk notification of that office, or was acknowledged already."""
+
+
+async def acknowledge_desk(
+    conn: psycopg.AsyncConnection, outbox_id: int, office: str | None, how: str, officer: str
+) -> dict:
+    """A desk told the walk-in reporter (``delivered``) or handed a printout (``printed``): the row is
+    ``delivered``. Acknowledging it again answers the first acknowledgement (idempotent)."""
+    if how not in ("delivered", "printed"):
+        raise ValueError("how must be 'delivered' or 'printed'")
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "UPDATE notify.outbox SET state = 'delivered', sent_at = now(), delivered_how = %s, "
+        "delivered_by = %s "
+        "WHERE outbox_id = %s AND state = 'desk' AND (%s::text IS NULL OR desk_office = %s) "
+        "RETURNING outbox_id, report_id::text AS report_id, state, sent_at, delivered_how, delivered_by",
+        (how, officer, outbox_id, office, office),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return row
+    await cur.execute(
+        "SELECT outbox_id, report_id::text AS report_id, state, sent_at, delivered_how, delivered_by "
+        "FROM notify.outbox WHERE outbox_id = %s AND destination = 'desk' "
+        "AND (%s::text IS NULL OR desk_office = %s)",
+        (outbox_id, office, office),
+    )
+    row = await cur.fetchone()
+    if row is None or row["state"] != "delivered":
+        raise DeskAckError(f"no desk notification {outbox_id} waiting at this office")
+    return row
 
 
 async def outbox_summary(conn: psycopg.AsyncConnection) -> list[dict]:

@@ -69,6 +69,15 @@ function renderSurges(s) {
     `<tr data-surge="${esc(x.surge_id)}" class="surge-${esc(x.state)}" title="${esc(x.surge_id)}"><td><span class="badge surge-state">${esc(x.state)}</span></td><td>${esc(x.category)}</td><td>${esc(x.place || x.code)}${x.places.length && x.level !== "kelurahan" ? `<br><small>${x.places.map(esc).join(", ")}</small>` : ""}</td><td class="num"><b>${fmt(x.count)}</b> in ${esc(x.window || "")}<br><small>${fmt(x.report_count)} in all</small></td><td class="num">${Number(x.expected).toFixed(2)}</td><td class="num">${Number(x.score).toFixed(1)}</td><td>${timeOf(x.opened_at)}</td><td><small>${x.notify.map(esc).join(", ")}</small></td></tr>`).join("") || '<tr><td class="muted" colspan="8">no surges</td></tr>';
 }
 
+function renderUndelivered(s) {
+  const u = s.undelivered || {total: 0, by_destination: {}, latest: []};
+  $("#undelivered-total").textContent = fmt(u.total);
+  $("#undelivered-card").classList.toggle("alarm", u.total > 0);
+  $("#undelivered-by").innerHTML = Object.entries(u.by_destination).map(([d, n]) => `<span>${esc(d)}: <b>${fmt(n)}</b></span>`).join("");
+  $("#undelivered tbody").innerHTML = u.latest.map((x) =>
+    `<tr><td>${esc(x.tracking_number)}</td><td>${esc(x.destination)}</td><td>${esc(x.kind)}${x.to_status ? " " + esc(x.to_status) : ""}</td><td class="num">${fmt(x.attempts)}</td><td><small>${esc(x.error)}</small></td><td>${timeOf(x.created_at)}</td></tr>`).join("") || '<tr><td class="muted" colspan="6">nothing undelivered</td></tr>';
+}
+
 function render(s) {
   LAST = s;
   const t = s.totals || {};
@@ -118,6 +127,7 @@ function render(s) {
   $("#recent tbody").innerHTML = (s.recent || []).map((r) =>
     `<tr data-report="${r.report_id}"><td>${timeOf(r.received_at)}</td><td><a href="/report/${r.report_id}">${esc(r.tracking_number || r.report_id.slice(0, 8))}</a></td><td>${esc(r.channel)}</td><td>${esc(r.category || "–")}</td><td>${esc(r.agency || "–")}</td><td>${esc(r.kelurahan || "–")}</td><td>${badge(r.status, colours)}</td><td class="text">${esc(r.text)}</td></tr>`).join("");
   renderSurges(s);
+  renderUndelivered(s);
   renderMap(s);
   const errs = Object.entries(s.errors || {});
   $("#errors").innerHTML = errs.map(([k, v]) => `<p>${esc(k)}: ${esc(v)}</p>`).join("");
