@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local pipeline needs on a fresh Debian machine, once:
 #   system: Java 17+, Maven (fetches the Kafka jars), Redis, PostgreSQL,
-#           Prometheus (promtool)                                      (apt, only what is missing)
+#           Prometheus (promtool), node_exporter                       (apt, only what is missing)
 #   python: .venv with the package and its dev tools                      (pip, only when pyproject changed)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,13 +18,15 @@ command -v flock >/dev/null || need+=(util-linux)
 [[ -x /usr/bin/chromium ]] || need+=(chromium chromium-driver)
 # promtool checks and unit-tests the alert rules; the end-to-end alert test runs a real Prometheus.
 command -v promtool >/dev/null || need+=(prometheus)
+# The disk-full chaos scenario watches the broker's filesystem through node_exporter.
+command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
 if ((${#need[@]})); then
   echo "[bootstrap] installing system packages: ${need[*]}" >&2
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts the packaged services; this project runs its own on other ports, so stop those.
-  for svc in redis-server postgresql prometheus; do
+  for svc in redis-server postgresql prometheus prometheus-node-exporter; do
     $SUDO systemctl stop "$svc" 2>/dev/null || $SUDO service "$svc" stop 2>/dev/null || true
   done
 fi
