@@ -200,7 +200,9 @@ pg_start() {
 # ---------------------------------------------------------------- S3 media store (SeaweedFS)
 # One `weed server` process: master, volume server, filer and the S3 gateway. The S3 gateway checks
 # SigV4 signatures against the one identity in s3.json, so anonymous reads are refused and presigned
-# URLs are really verified. Takes ~15 s to answer; its ports are S3_PORT and S3_PORT+1..+7.
+# URLs are really verified. Takes ~15 s to answer; its ports are S3_PORT and S3_PORT+1..+7. Every bucket
+# is a collection that takes 7 volumes at once: -volume.max=0 sizes the limit to the free disk (volumes
+# are not preallocated), so test buckets (one per test session, deleted after it) never run out.
 s3_start() {
   local dir="$STACK_DIR/s3" pidf="$STACK_DIR/s3/weed.pid"
   if pid_alive "$pidf" "weed server"; then log "s3 already running (pid $(cat "$pidf"))"; return 0; fi
@@ -221,7 +223,7 @@ JSON
     -volume.port=$((S3_PORT + 2)) -volume.port.grpc=$((S3_PORT + 5)) \
     -filer -filer.port=$((S3_PORT + 3)) -filer.port.grpc=$((S3_PORT + 6)) \
     -s3 -s3.port="$S3_PORT" -s3.port.grpc=$((S3_PORT + 7)) -s3.config="$dir/s3.json" \
-    -s3.port.iceberg=0 -s3.port.lance=0 -master.volumeSizeLimitMB=256 -volume.max=32 \
+    -s3.port.iceberg=0 -s3.port.lance=0 -master.volumeSizeLimitMB=64 -volume.max=0 \
     >"$dir/logs/weed.log" 2>&1 9>&- &
   echo $! >"$pidf"
   wait_port "$S3_PORT" 90 s3

@@ -716,7 +716,7 @@ def _ops_paths() -> dict[str, Any]:
 def _document() -> bytes:
     schemas: dict[str, Any] = {**_open311_schemas(), **_ingress_schemas()}
     _officer_schemas(schemas)
-    from .media.web import openapi_paths as media_paths  # issue #21
+    from .media.contract import openapi_paths as media_paths  # issue #21
 
     paths = {
         **_ingress_paths(),

@@ -236,12 +236,15 @@ class Media:
             (report_id,),
         )
 
-    def settled(self, report_id: str, n: int, timeout: float = 90) -> list[tuple[Any, ...]]:
+    def settled(self, report_id: str, n: int, timeout: float = 150) -> list[tuple[Any, ...]]:
         def done() -> list[tuple[Any, ...]] | None:
             rows = self.rows(report_id)
             return rows if len(rows) == n and all(r[1] != "pending" for r in rows) else None
 
-        return wait_until(done, timeout=timeout, what=f"{n} media of {report_id} settled")
+        try:
+            return wait_until(done, timeout=timeout, what=f"{n} media of {report_id} settled")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; rows now: {self.rows(report_id)}") from None
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         async def go() -> tuple[int, Any]:
@@ -312,6 +315,26 @@ def media(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Med
             p.stop()
         peers.close()
         iso.drop_database()
+        drop_bucket(env)
+
+
+def drop_bucket(env: dict[str, str]) -> None:
+    """A test bucket is a SeaweedFS collection with volumes of its own: delete it, not only its objects."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["CRM_MEDIA_S3_ENDPOINT"],
+        aws_access_key_id=env["CRM_MEDIA_S3_ACCESS_KEY"],
+        aws_secret_access_key=env["CRM_MEDIA_S3_SECRET_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=env["CRM_MEDIA_BUCKET"]):
+            for o in page.get("Contents", []):
+                s3.delete_object(Bucket=env["CRM_MEDIA_BUCKET"], Key=o["Key"])
+        s3.delete_bucket(Bucket=env["CRM_MEDIA_BUCKET"])
+    except s3.exceptions.NoSuchBucket:
+        pass
 
 
 def jaki(media: Media, provider_id: str, urls: list[str], text: str | None = None) -> str:
@@ -571,3 +594,39 @@ def test_officer_signed_urls_open311_public_copy_and_after_photos(media: Media) 
     kinds = [(m["kind"], m.get("event_id")) for m in listed["media"]]
     assert kinds == [("after", f"ev-{n}"), ("citizen", None)], kinds
     assert not has_exif(get_bytes(listed["media"][0]["url"])[1])
+
+
+def test_dashboard_shows_thumbnails_and_what_was_not_kept(media: Media) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from pipeline.dashboard.app import build_app
+    from pipeline.settings import Settings
+
+    n = uuid.uuid4().hex[:8]
+    media.peers.files[f"{n}.jpg"] = (jpeg_with_exif(seed=61), "image/jpeg")
+    rid = jaki(
+        media, f"JAKI-D{n}", [f"{media.peers.http}/files/{n}.jpg", f"{media.peers.http}/broken/{n}.jpg"]
+    )
+    media.settled(rid, 2)
+    values = {k.removeprefix("CRM_").lower(): v for k, v in media.env.items() if k.startswith("CRM_")}
+    settings = Settings(**values)
+
+    async def go() -> tuple[Any, Any, tuple[int, bytes, str]]:
+        client = TestClient(TestServer(build_app(settings)))
+        await client.start_server()
+        try:
+            report = await (await client.get(f"/api/report/{rid}")).json()
+            snap = await (await client.get("/api/snapshot")).json()
+            thumb = await client.get(report["media"][0]["thumbnail"])
+            return report, snap, (thumb.status, await thumb.read(), thumb.headers["Content-Type"])
+        finally:
+            await client.close()
+
+    report, snap, (status, body, ctype) = asyncio.run(go())
+    stored, failed = report["media"]
+    assert stored["state"] == "stored" and failed["state"] == "failed" and "503" in failed["reason"]
+    assert status == 200 and ctype == "image/jpeg" and not has_exif(body)
+    with Image.open(io.BytesIO(body)) as img:
+        assert max(img.size) <= 320
+    assert snap["media"]["failed"] >= 1 and snap["media"]["stored"] >= 1
+    assert any(m["report_id"] == rid for m in snap["media"]["not_kept"])

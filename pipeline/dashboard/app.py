@@ -277,6 +277,9 @@ class Collector:
                 "FROM reports ORDER BY received_at DESC LIMIT 12"
             )
         ]
+        from ..media.dashboard import media_totals  # issue #21: photos kept, waiting, not kept
+
+        out["media"] = await media_totals(conn)
         return out
 
     async def _sample_lag(self) -> None:

@@ -34,6 +34,23 @@ async def report_media(conn: psycopg.AsyncConnection[Any], report_id: str) -> li
     return rows
 
 
+async def media_totals(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+    """Attachments by state, and the latest ones not kept (failed fetches, refused content)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute("SELECT to_regclass('report_media') IS NOT NULL AS t")
+    found = await cur.fetchone()
+    if not found or not found["t"]:
+        return {}
+    await cur.execute("SELECT state, count(*) AS n FROM report_media GROUP BY state")
+    out: dict[str, Any] = {r["state"]: r["n"] for r in await cur.fetchall()}
+    await cur.execute(
+        "SELECT report_id::text, kind, idx, state, code, reason, updated_at FROM report_media"
+        " WHERE state IN ('failed', 'refused') ORDER BY updated_at DESC LIMIT 10"
+    )
+    out["not_kept"] = list(await cur.fetchall())
+    return out
+
+
 def add_thumbnail_route(app: web.Application, settings: Settings) -> None:
     store: list[MediaStore] = []
 

@@ -15,20 +15,17 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import psycopg
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from ..settings import Settings
 from .check import MediaRefused
 from .stage import MediaKeeper
 from .store import MediaStore, StoreUnavailable
-
-if TYPE_CHECKING:
-    from ..crm.api import Api
+from .urls import public_url
 
 _PUBLIC = re.compile(r"^([0-9a-f]{64})\.(jpg|png)$")
 MEDIA_SQL = """
@@ -40,20 +37,8 @@ WHERE m.report_id = %s::uuid ORDER BY m.kind, m.idx
 """
 
 
-def public_path(public_key: str) -> str:
-    return "/open311/v2/media/" + public_key.rsplit("/", 1)[-1]
-
-
-def public_base(settings: Settings, request: web.Request) -> str:
-    return (settings.media_public_base_url or f"{request.scheme}://{request.host}").rstrip("/")
-
-
-def public_url(settings: Settings, request: web.Request, public_key: str) -> str:
-    return public_base(settings, request) + public_path(public_key)
-
-
 class MediaRoutes:
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Any) -> None:  # pipeline.crm.api.Api (not imported: no cycle)
         self.api = api
         self.settings = api.settings
         self._store: MediaStore | None = None
@@ -217,94 +202,3 @@ class MediaRoutes:
         return web.Response(
             body=data, content_type=ctype, headers={"Cache-Control": "public, max-age=86400, immutable"}
         )
-
-
-def openapi_paths() -> dict[str, Any]:
-    """The media routes in the OpenAPI document (pipeline/openapi.py adds them to the API's part)."""
-    from ..openapi import KEY, _answer, _errors_json, _path, _query
-
-    ref = _path("ref", "tracking number (JKT-…) or report id")
-    common = {"tags": ["officers"], "x-process": ["api"]}
-    item = {
-        "type": "object",
-        "required": ["kind", "index", "state"],
-        "properties": {
-            "kind": {"type": "string", "enum": ["citizen", "after"]},
-            "index": {"type": "integer"},
-            "state": {"type": "string", "enum": ["pending", "stored", "refused", "failed"]},
-            "name": {"type": ["string", "null"]},
-            "code": {"type": ["string", "null"], "description": "why it is not (yet) kept"},
-            "reason": {"type": ["string", "null"]},
-            "attempts": {"type": "integer"},
-            "sha256": {"type": "string"},
-            "media_type": {"type": "string"},
-            "size": {"type": "integer"},
-            "width": {"type": "integer"},
-            "height": {"type": "integer"},
-            "url": {"type": "string", "description": "signed, time-limited URL of the EXIF-free copy"},
-            "thumbnail_url": {"type": "string"},
-            "public_url": {"type": "string", "description": "the Open311 media_url of this photo"},
-            "original_url": {"type": "string", "description": "only with media:original (EXIF kept)"},
-            "expires_in": {"type": "integer", "description": "seconds the signed URLs stay valid"},
-            "location_candidate": {
-                "type": "object",
-                "description": "the photo's GPS when the report has none",
-            },
-            "actor": {"type": ["string", "null"]},
-            "event_id": {"type": ["string", "null"]},
-            "updated_at": {"type": "string", "format": "date-time"},
-        },
-    }
-    listing = {
-        "type": "object",
-        "properties": {
-            "report_id": {"type": "string"},
-            "tracking_number": {"type": ["string", "null"]},
-            "media": {"type": "array", "items": item},
-        },
-    }
-    stored = {
-        "type": "object",
-        "properties": {k: {"type": "string"} for k in ("kind", "sha256", "media_type", "url", "public_url")}
-        | {"index": {"type": "integer"}},
-    }
-    image = {"type": "string", "contentMediaType": "image/jpeg"}
-    return {
-        "/v1/reports/{ref}/media": {
-            "get": {
-                **common,
-                "security": KEY,
-                "summary": "A report's photos with signed URLs (media:read; originals: media:original)",
-                "operationId": "officer_media",
-                "parameters": [ref],
-                "responses": {"200": _answer("OK", listing), **_errors_json(401, 403, 404)},
-            },
-            "post": {
-                **common,
-                "security": KEY,
-                "summary": "An officer's 'after' photo (status:write), the image as the body",
-                "operationId": "officer_media_upload",
-                "parameters": [
-                    ref,
-                    _query("event_id", "the status change the photo belongs to"),
-                    _query("actor", "the officer"),
-                    _query("name", "file name"),
-                ],
-                "requestBody": {"required": True, "content": {"image/*": {"schema": image}}},
-                "responses": {"201": _answer("stored", stored), **_errors_json(401, 403, 404, 413, 415)},
-            },
-        },
-        "/open311/v2/media/{name}": {
-            "get": {
-                "tags": ["open311"],
-                "x-process": ["api"],
-                "summary": "The public, EXIF-free copy of a photo (Open311 media_url; no key)",
-                "operationId": "open311_media",
-                "parameters": [_path("name", "<sha256>.jpg or <sha256>.png")],
-                "responses": {
-                    "200": {"description": "the image", "content": {"image/jpeg": {"schema": image}}},
-                    "404": {"description": "no such photo"},
-                },
-            }
-        },
-    }

@@ -106,7 +106,7 @@ def public_fields(row: dict[str, Any], media_base: str = "") -> dict[str, Any]:
     """What anyone may read: the spec's fields, the masked text, places; never who reported.
     ``media_url`` is the EXIF-free public copy kept by the media stage (issue #21), never the
     provider's own URL (which can expire or carry the provider's signature)."""
-    from ..media.web import public_path
+    from ..media.urls import public_path
 
     region = row.get("region") or {}
     kelurahan = find_kelurahan(row.get("kelurahan_code"))
@@ -220,7 +220,7 @@ class Open311Routes:
             )
 
     def view(self, row: dict[str, Any], key: ApiKey | None, request: web.Request) -> dict[str, Any]:
-        from ..media.web import public_base
+        from ..media.urls import public_base
 
         out = public_fields(row, public_base(self.settings, request))
         if key is not None and key.sees_private(row["agency"]):

@@ -50,7 +50,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"over {partitions} partitions" + (" + dashboard" if args.dashboard else ""),
         file=sys.stderr,
     )
-    return supervise(plan_children(settings, args.workers, args.concurrency, args.dashboard, args.loglevel))
+    return supervise(
+        plan_children(
+            settings, args.workers, args.concurrency, args.dashboard, args.loglevel, media=args.media
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------------ lag
@@ -227,6 +231,7 @@ def add_ops_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
         "--concurrency", type=int, default=1, help="agent instances inside each worker (default 1)"
     )
     p.add_argument("--dashboard", action="store_true", help="also serve the operations dashboard")
+    p.add_argument("--media", action="store_true", help="also run the media stage (report photos)")
     p.add_argument("--loglevel", default="info")
 
     p = add("lag", _cmd_lag, "consumer lag of the worker group per input topic and partition")

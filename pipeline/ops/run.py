@@ -69,7 +69,7 @@ class Child:
 
 
 def plan_children(
-    settings: Settings, workers: int, concurrency: int, dashboard: bool, loglevel: str
+    settings: Settings, workers: int, concurrency: int, dashboard: bool, loglevel: str, media: bool = False
 ) -> list[Child]:
     children = [Child("ingress", ["ingress"], {})]
     for i in range(workers):
@@ -81,6 +81,9 @@ def plan_children(
         children.append(Child(f"worker-{i}", ["worker", "--loglevel", loglevel], env))
     if dashboard:
         children.append(Child("dashboard", ["dashboard"], {}))
+    if media:  # the media stage (issue #21), with the telemetry port after the workers'
+        port = str(settings.worker_metrics_port + workers) if settings.worker_metrics_port else "0"
+        children.append(Child("media", ["media", "run"], {"CRM_WORKER_METRICS_PORT": port}))
     return children
 
 

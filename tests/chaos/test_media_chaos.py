@@ -26,6 +26,7 @@ from pipeline.envelope import report_id_for
 from tests.chaos import chaoslib as c
 from tests.harness import Process, free_port
 from tests.media_helpers import jpeg_with_exif
+from tests.test_media import drop_bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 
@@ -155,3 +156,4 @@ def test_object_store_down_30s_no_photo_lost(private_stack):
     finally:
         space.close()
         private_stack.sh("start", "s3")
+        drop_bucket(space.env)

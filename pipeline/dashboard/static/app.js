@@ -91,6 +91,12 @@ function render(s) {
   $("#kpi-dead").textContent = fmt(dl.total);
   $("#kpi-dead-today").textContent = fmt(dl.today);
   $("#kpi-dead-box").classList.toggle("warn", (dl.today || 0) > 0);
+  const md = s.media || {};
+  $("#kpi-media-failed").textContent = fmt((md.failed || 0) + (md.refused || 0));
+  $("#kpi-media-stored").textContent = fmt(md.stored || 0);
+  $("#kpi-media-pending").textContent = fmt(md.pending || 0);
+  $("#kpi-media-box").classList.toggle("warn", (md.failed || 0) > 0);
+  $("#kpi-media-box").title = (md.not_kept || []).map((m) => `${m.state} ${m.code}: ${m.reason}`).join("\n");
 
   renderIntake(s);
   $("#channels-today tbody").innerHTML = Object.entries(s.channels_today || {}).map(([c, n]) =>
