@@ -106,8 +106,6 @@ def public_fields(row: dict[str, Any], media_base: str = "") -> dict[str, Any]:
     """What anyone may read: the spec's fields, the masked text, places; never who reported.
     ``media_url`` is the EXIF-free public copy kept by the media stage (issue #21), never the
     provider's own URL (which can expire or carry the provider's signature)."""
-    from ..media.urls import public_path
-
     region = row.get("region") or {}
     kelurahan = find_kelurahan(row.get("kelurahan_code"))
     return {
@@ -128,9 +126,7 @@ def public_fields(row: dict[str, Any], media_base: str = "") -> dict[str, Any]:
         "zipcode": kelurahan.zipcode if kelurahan else None,
         "lat": row["lat"],
         "long": row["lon"],
-        "media_url": media_base + public_path(row["media_public_key"])
-        if row.get("media_public_key")
-        else None,
+        "media_url": _media_url(row, media_base),
         # Extensions (Open311 clients ignore what they do not know):
         "report_id": row["report_id"],
         "crm_status": row["status"],
@@ -141,6 +137,19 @@ def public_fields(row: dict[str, Any], media_base: str = "") -> dict[str, Any]:
         "kelurahan_code": row["kelurahan_code"],
         "case_id": row["case_id"],
     }
+
+
+def _media_url(row: dict[str, Any], media_base: str) -> str | None:
+    """Our public copy once stored; before that, only an Open311 submitter's own URL (already public,
+    published by the integrator). Other channels' URLs can carry a provider's signature or the EXIF."""
+    from ..media.urls import public_path
+
+    if row.get("media_public_key"):
+        return media_base + public_path(row["media_public_key"])
+    attachments = row.get("attachments") or []
+    if row.get("channel") == "open311" and attachments:
+        return attachments[0].get("url")
+    return None
 
 
 def private_fields(row: dict[str, Any]) -> dict[str, Any]:
