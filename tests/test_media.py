@@ -9,6 +9,7 @@ dist-info folder on the path), so its adapter and its media fetcher are found by
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import io
@@ -48,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "whatsapp_channel"
 JAKI = {"Authorization": "Bearer dev-only-jaki-token", "Content-Type": "application/json"}
 OFFICER, SUPERVISOR, PUBLIC = "dev-only-officer", "dev-only-crm-supervisor", "dev-only-open311-public"
+TWILIO_TOKEN = "dev-only-twilio-auth-token"
 PAGE_TOKEN, WA_TOKEN = "page-token-" + uuid.uuid4().hex[:8], "wa-token-" + uuid.uuid4().hex[:8]
 
 
@@ -107,6 +109,7 @@ class Peers:
         app.router.add_get("/v19.0/{obj}", self.graph)
         app.router.add_get("/wa/{media_id}", self.wa_media)
         app.router.add_get("/wa-download/{media_id}", self.wa_download)
+        app.router.add_get("/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}", self.twilio)
         return app
 
     def _run(self) -> None:
@@ -180,6 +183,17 @@ class Peers:
         if request.headers.get("Authorization") != f"Bearer {WA_TOKEN}":
             return web.Response(status=401)
         data, ctype = self.files[f"wa-{request.match_info['media_id']}"]
+        return web.Response(body=data, content_type=ctype)
+
+    async def twilio(self, request: web.Request) -> web.Response:
+        """Twilio's media URL with HTTP basic auth enforced: account SID and auth token."""
+        self._hit(request)
+        expected = (
+            "Basic " + base64.b64encode(f"{request.match_info['account']}:{TWILIO_TOKEN}".encode()).decode()
+        )
+        if request.headers.get("Authorization") != expected:
+            return web.Response(status=401, text="Authenticate")
+        data, ctype = self.files[f"mms-{request.match_info['media']}"]
         return web.Response(body=data, content_type=ctype)
 
     def close(self) -> None:
@@ -630,3 +644,26 @@ def test_dashboard_shows_thumbnails_and_what_was_not_kept(media: Media) -> None:
         assert max(img.size) <= 320
     assert snap["media"]["failed"] >= 1 and snap["media"]["stored"] >= 1
     assert any(m["report_id"] == rid for m in snap["media"]["not_kept"])
+
+
+def test_twilio_mms_fetched_with_the_account_credentials(media: Media) -> None:
+    from tests.test_source_sms import twilio_call, twilio_params
+
+    n = uuid.uuid4().hex
+    photo = jpeg_with_exif(seed=71)
+    media.peers.files[f"mms-ME{n}"] = (photo, "image/jpeg")
+    account = "AC" + "0" * 32
+    url = f"{media.peers.http}/2010-04-01/Accounts/{account}/Messages/MM{n}/Media/ME{n}"
+    params = twilio_params(
+        sid=f"MM{n}",
+        body=f"Sampah menumpuk, foto terlampir {n}",
+        NumMedia="1",
+        MediaUrl0=url,
+        MediaContentType0="image/jpeg",
+    )
+    call = twilio_call(params, media.ingress)
+    status, answer = media.post(call.path, call.body, dict(call.headers))
+    assert status == 200, answer
+    rows = media.settled(report_id_for("sms", f"MM{n}"), 1)
+    assert rows[0][1] == "stored" and rows[0][2] == hashlib.sha256(photo).hexdigest(), rows
+    assert media.peers.hits[f"/2010-04-01/Accounts/{account}/Messages/MM{n}/Media/ME{n}"] == 1

@@ -1,9 +1,12 @@
-"""Built-in media fetchers: Meta (Graph API renews expired CDN URLs) and e-mail (parts of the raw
-message on the raw topic). Every other built-in channel's attachments are plain URLs (HttpFetcher)."""
+"""Built-in media fetchers: Meta (Graph API renews expired CDN URLs), e-mail (parts of the raw message
+on the raw topic) and SMS (Twilio MMS media behind HTTP basic auth). Every other built-in channel's
+attachments are plain URLs (HttpFetcher)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -91,6 +94,27 @@ def _media_url(data: Any, index: int) -> str | None:
             if isinstance(candidate, str):
                 return candidate
     return None
+
+
+_TWILIO_MEDIA = re.compile(r"/Accounts/(AC[0-9a-fA-F]{32})/Messages/[^/]+/Media/")
+
+
+class SmsMediaFetcher(MediaFetcher):
+    """Twilio MMS ``MediaUrl``s need HTTP basic auth when the account enforces it (the default for new
+    accounts): the account SID (named in the URL's path) and the auth token (``CRM_SMS_TWILIO_AUTH_TOKEN``).
+    A generic gateway's media URLs are fetched as they are."""
+
+    channel: ClassVar[str] = "sms"
+
+    async def fetch(self, item: MediaItem) -> Fetched:
+        url = item.attachment.url
+        found = _TWILIO_MEDIA.search(url)
+        headers = {}
+        if found:
+            token = self.settings.sms_twilio_auth_token.get_secret_value()
+            pair = base64.b64encode(f"{found.group(1)}:{token}".encode()).decode()
+            headers["Authorization"] = f"Basic {pair}"
+        return await self.get(url, headers)
 
 
 class EmailMediaFetcher(MediaFetcher):
