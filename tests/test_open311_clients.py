@@ -203,7 +203,10 @@ def test_a_fixmystreet_style_xml_request_and_its_errors(iso, api_url):
     assert code == 200 and request.findtext("service_request_id") == tracking
     assert request.findtext("description").startswith("Got mampet")
     assert "Budi" not in body.decode() and f"fms.{nonce}" not in body.decode()
-    assert request.findtext("media_url") == "https://fms.example/photo/1.jpeg"
+    # The public media_url is only ever the media stage's EXIF-free copy, never the sender's own URL.
+    assert "fms.example" not in (request.findtext("media_url") or "")
+    code, body, _ = _get(f"{base}/requests/{tracking}.json", **{"X-API-Key": OFFICER_KEY})
+    assert orjson.loads(body)[0]["media_urls"] == ["https://fms.example/photo/1.jpeg"]
 
     # Errors: the spec's list, in the format asked for, with the right status.
     bad = [(k, "not_a_service" if k == "service_code" else v) for k, v in fields]

@@ -26,6 +26,7 @@ ITEM_OF = {
     "values": "value",
     "endpoints": "endpoint",
     "formats": "format",
+    "media_urls": "media_url",
 }
 # XML 1.0 has no place for most control characters: drop them rather than emit an unreadable document.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
