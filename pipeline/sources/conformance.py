@@ -362,3 +362,150 @@ class PushConformance:
         t, n = self._target(request), self.nonce()
         ids = [r.report_id for r in expected_reports(self.source(), self.valid(n, t.url), t.url)]
         check_forged(t, self.source(), self.forged(n, t.url), ids)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The answer-back half: reply senders (pipeline/crm/notify/replies.py)
+# ----------------------------------------------------------------------------------------------------
+
+
+class ReplyConformance:
+    """The reply promises of a channel that answers its reporters, as pytest tests.
+
+    1. the reply sender is registered under the channel id (``crm_pipeline.replies``) and the outbox
+       answers this channel's reports on the channel itself;
+    2. a status change produces exactly one reply per reporter and step: the acknowledgement and each
+       status change reach the reporter once, through the real outbox, however often it runs;
+    3. a failing provider is retried on the schedule and then marked undelivered (state ``failed``,
+       listed by ``crm-pipeline notify undelivered``), never silently skipped.
+
+    Subclass as ``Test<Channel>Replies`` and implement ``report``, ``peer``, ``delivered`` and
+    ``sender``. Promises 2 and 3 need a ``reply_database`` fixture returning a PostgreSQL URL whose
+    schema is migrated (``crm-pipeline store migrate``); without it they are skipped.
+    """
+
+    reply_sender: ClassVar[type[Any]]
+
+    # -- to implement --------------------------------------------------------------------------------
+    def report(self, nonce: str) -> Report:
+        """A report of this channel as its adapter makes it (with the contact the reply needs)."""
+        raise NotImplementedError
+
+    def peer(self) -> Any:
+        """A fresh local stand-in of the provider's reply API: ``.app()`` (an aiohttp application) and a
+        ``down`` attribute that makes it answer 503."""
+        raise NotImplementedError
+
+    def delivered(self, peer: Any, report: Report) -> int:
+        """How many messages the peer accepted for this report's reporter."""
+        raise NotImplementedError
+
+    def sender(self, peer_url: str) -> Any:
+        """The reply sender, pointed at the peer (``peer_url``: where its app listens)."""
+        raise NotImplementedError
+
+    def settings(self) -> Settings:
+        return Settings(env="test")
+
+    # -- helpers -------------------------------------------------------------------------------------
+    @staticmethod
+    def _database(request: Any) -> str:
+        import pytest
+
+        try:
+            return request.getfixturevalue("reply_database")
+        except pytest.FixtureLookupError:
+            pytest.skip("no reply_database fixture: the outbox half of the reply conformance is skipped")
+
+    async def _outbox(
+        self, database_url: str, report: Report, steps: list[str], down: bool, max_attempts: int = 2
+    ) -> tuple[Any, list[tuple[str, str, int]], list[dict[str, Any]]]:
+        """Store ``report``, queue a status change per step, run the outbox on the peer; the peer, the
+        report's outbox rows (event, state, attempts) and what ``undelivered`` lists for it."""
+        from datetime import timedelta
+
+        import psycopg
+        from aiohttp import web
+
+        from ..crm.notify.outbox import OutboxRunner, enqueue_status, undelivered
+        from ..envelope import utcnow
+        from ..sinks.postgres import PostgresReportSink
+
+        settings = self.settings().model_copy(
+            update={
+                "database_url": type(self.settings().database_url)(database_url),
+                "notify_max_attempts": max_attempts,
+            }
+        )
+        peer = self.peer()
+        peer.down = down
+        runner_app = web.AppRunner(peer.app(), access_log=None)
+        await runner_app.setup()
+        site = web.TCPSite(runner_app, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            sink = PostgresReportSink(settings)
+            try:
+                await sink.write_until_stored([report])
+                await sink.write_until_stored([report])  # a redelivered report queues nothing new
+            finally:
+                await sink.close()
+            async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.cursor() as cur:
+                for i, step in enumerate(steps):
+                    await enqueue_status(
+                        cur, report.report_id, f"conformance-{report.report_id}-{i}", step, None, None
+                    )
+                    await enqueue_status(
+                        cur, report.report_id, f"conformance-{report.report_id}-{i}", step, None, None
+                    )
+            runner = OutboxRunner(
+                settings, senders={self.reply_sender.channel: self.sender(f"http://127.0.0.1:{port}")}
+            )
+            t0 = utcnow()
+            for hours in (0, 1, 2, 3):  # due rows, retries, and runs with nothing left to send
+                await runner.run_once(t0 + timedelta(hours=hours))
+            await runner.close()
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                rows = await (
+                    await conn.execute(
+                        "SELECT event_key, state, attempts FROM notify.outbox WHERE report_id = %s "
+                        "ORDER BY outbox_id",
+                        (report.report_id,),
+                    )
+                ).fetchall()
+                listed = [
+                    r
+                    for r in await undelivered(conn, self.reply_sender.channel, 1000)
+                    if r["report_id"] == report.report_id
+                ]
+        finally:
+            await runner_app.cleanup()
+        return peer, [tuple(r) for r in rows], listed  # type: ignore[misc]
+
+    # -- the promises ----------------------------------------------------------------------------------
+    def test_reply_registered_as_entry_point(self) -> None:
+        from ..crm.notify.outbox import destination_for
+        from ..crm.notify.replies import discover_replies
+
+        channel = self.reply_sender.channel
+        assert discover_replies().get(channel) is self.reply_sender, f"{channel!r} has no reply sender"
+        assert destination_for(channel, True, True) == channel, "the outbox does not answer on the channel"
+
+    def test_reply_once_per_reporter_and_step(self, request: Any) -> None:
+        database = self._database(request)
+        report = self.report(PushConformance.nonce())
+        peer, rows, listed = asyncio.run(self._outbox(database, report, ["Proses", "Selesai"], down=False))
+        channel = self.reply_sender.channel
+        assert [(state, n) for _, state, n in rows] == [("sent", 1)] * 3, f"outbox rows: {rows}"
+        assert all(key.startswith(("ack", "status:")) for key, _, _ in rows)
+        assert self.delivered(peer, report) == 3, "the ack and two status changes must arrive once each"
+        assert not listed, f"{channel}: delivered rows listed as undelivered"
+
+    def test_reply_failing_provider_is_retried_then_undelivered(self, request: Any) -> None:
+        database = self._database(request)
+        report = self.report(PushConformance.nonce())
+        peer, rows, listed = asyncio.run(self._outbox(database, report, [], down=True, max_attempts=2))
+        assert rows == [("ack", "failed", 2)], f"expected one ack, tried twice, then failed: {rows}"
+        assert self.delivered(peer, report) == 0
+        assert len(listed) == 1 and listed[0]["last_error"], "the failed reply is not listed as undelivered"

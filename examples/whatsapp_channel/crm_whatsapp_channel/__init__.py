@@ -33,27 +33,41 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
+from pipeline.crm.notify.replies import Notification, ReplySender, SendError, post_json
 from pipeline.envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from pipeline.media.fetch import Fetched, FetchFailed, MediaFetcher, MediaItem
 from pipeline.settings import Settings
 from pipeline.sources.base import InboundRequest, PushResult, PushSource, Rejected
 from pipeline.sources.common import normalise_phone
+from pipeline.sources.config import ChannelSettings
 
-__all__ = ["WhatsAppCloudSource", "WhatsAppMediaFetcher", "WhatsAppSettings", "sign"]
+__all__ = ["WhatsAppCloudSource", "WhatsAppMediaFetcher", "WhatsAppReplySender", "WhatsAppSettings", "sign"]
 
 MEDIA_PREFIX = "whatsapp-media:"
 
 
-class WhatsAppSettings(BaseSettings):
+class WhatsAppSettings(ChannelSettings):
+    """Declared settings (docs/channels.md): typed, secrets masked, dev secrets refused in production."""
+
     model_config = SettingsConfigDict(env_prefix="CRM_WHATSAPP_", extra="ignore")
 
-    app_secret: SecretStr = SecretStr("dev-only-whatsapp-app-secret")
-    verify_token: SecretStr = SecretStr("dev-only-whatsapp-verify-token")
-    access_token: SecretStr = SecretStr("dev-only-whatsapp-access-token")
-    graph_base: str = "https://graph.facebook.com/v19.0"
+    app_secret: SecretStr = Field(
+        SecretStr("dev-only-whatsapp-app-secret"), description="signs the webhooks (X-Hub-Signature-256)"
+    )
+    verify_token: SecretStr = Field(
+        SecretStr("dev-only-whatsapp-verify-token"), description="the webhook subscription handshake"
+    )
+    access_token: SecretStr = Field(
+        SecretStr("dev-only-whatsapp-access-token"), description="Graph API token: media and replies"
+    )
+    graph_base: str = Field("https://graph.facebook.com/v19.0", description="Graph API base with version")
+    phone_number_id: str = Field("", description="the business number replies are sent from")
+    reply_template: str = Field(
+        "", description="approved template for replies outside the 24-hour window (empty: none)"
+    )
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -70,7 +84,7 @@ class WhatsAppCloudSource(PushSource):
 
     def __init__(self, settings: Settings, wa: WhatsAppSettings | None = None) -> None:
         super().__init__(settings)
-        self.wa = wa or WhatsAppSettings()
+        self.wa = wa or WhatsAppSettings.load(settings)  # validated; production refuses dev secrets
 
     def handshake(self, request: InboundRequest) -> tuple[int, str] | None:
         token = request.query.get("hub.verify_token", "")
@@ -163,7 +177,7 @@ class WhatsAppMediaFetcher(MediaFetcher):
 
     def __init__(self, settings: Settings, http: Any, wa: WhatsAppSettings | None = None) -> None:
         super().__init__(settings, http)
-        self.wa = wa or WhatsAppSettings()
+        self.wa = wa or WhatsAppSettings.load(settings)
 
     async def fetch(self, item: MediaItem) -> Fetched:
         ref = item.attachment.url
@@ -177,3 +191,57 @@ class WhatsAppMediaFetcher(MediaFetcher):
             raise FetchFailed("the Graph API's media answer has no 'url'") from None
         got = await self.get(url, auth)  # the download needs the token too
         return Fetched(got.data, got.content_type or item.attachment.media_type)
+
+
+#: Graph API error code: the reporter's last message is older than 24 hours, free text is not allowed
+OUTSIDE_WINDOW = 131047
+
+
+class WhatsAppReplySender(ReplySender):
+    """The answer-back half: the acknowledgement and status changes as WhatsApp messages to the reporter.
+
+    ``POST {graph_base}/{phone_number_id}/messages`` with the access token. Within 24 hours of the
+    reporter's last message a free-text message is allowed; later, WhatsApp refuses it (error 131047)
+    and the sender uses the approved template ``CRM_WHATSAPP_REPLY_TEMPLATE`` (the text as its one body
+    parameter) when one is set; without one the refusal is permanent and the row ends undelivered.
+    The Cloud API has no idempotency key: the outbox's one row per report and step is what keeps it to
+    one message.
+    """
+
+    channel: ClassVar[str] = "whatsapp"
+    settings_model = WhatsAppSettings
+
+    def url(self) -> str:
+        if not self.config.phone_number_id:
+            raise SendError(
+                "CRM_WHATSAPP_PHONE_NUMBER_ID is not set: no number to answer from", permanent=True
+            )
+        return f"{self.config.graph_base.rstrip('/')}/{self.config.phone_number_id}/messages"
+
+    def message(self, n: Notification, template: bool = False) -> dict[str, Any]:
+        if not n.phone:
+            raise SendError("the report has no WhatsApp number to answer", permanent=True)
+        to = n.phone.lstrip("+")
+        if template:
+            return {
+                "messaging_product": "whatsapp",
+                "to": to,
+                "type": "template",
+                "template": {
+                    "name": self.config.reply_template,
+                    "language": {"code": "id"},
+                    "components": [{"type": "body", "parameters": [{"type": "text", "text": n.body}]}],
+                },
+            }
+        return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": n.body[:4096]}}
+
+    async def send(self, n: Notification) -> str:
+        headers = {"Authorization": f"Bearer {self.config.access_token.get_secret_value()}"}
+        try:
+            data = await post_json(self.url(), self.message(n), headers)
+        except SendError as exc:
+            if not (exc.permanent and str(OUTSIDE_WINDOW) in str(exc) and self.config.reply_template):
+                raise
+            data = await post_json(self.url(), self.message(n, template=True), headers)
+        ids = [m.get("id") for m in data.get("messages") or [] if isinstance(m, dict)]
+        return str(ids[0]) if ids and ids[0] else ""
