@@ -107,10 +107,27 @@ class Providers:
         r.add_post("/jaki/v1/crm/callbacks", self.jaki_callback)
         r.add_post("/sms/v1/send", self.sms_send)
         r.add_post("/graph/{version}/{target:.+}", self.graph)
+        r.add_get("/photos/{name}", self.photo)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def photo(self, request: web.Request) -> web.Response:
+        """A JAKI photo host: a JPEG carrying a phone model and GPS in its EXIF, as phones write them."""
+        import io
+
+        from PIL import Image
+
+        self._count("photo")
+        seed = int(hashlib.sha256(request.match_info["name"].encode()).hexdigest()[:6], 16)
+        img = Image.new("RGB", (320, 240), (seed % 256, (seed >> 8) % 256, (seed >> 16) % 256))
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110] = "Samsung", "SM-A515F"
+        exif.get_ifd(0x8825).update({1: "S", 2: (6.0, 17.0, 19.0), 3: "E", 4: (106.0, 49.0, 1.0)})
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", exif=exif)
+        return web.Response(body=buf.getvalue(), content_type="image/jpeg")
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1

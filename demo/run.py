@@ -156,6 +156,7 @@ class Run:
     ingress: str
     api: str
     tag: str
+    providers: str = ""  # the simulated providers' base URL (the JAKI photo host among them)
     submitted: dict[str, list[str]] = field(default_factory=dict)  # channel -> report ids
     problems: list[str] = field(default_factory=list)
 
@@ -164,6 +165,42 @@ class Run:
 
     def phone(self, prefix: str) -> str:
         return prefix + self.tag[-4:]
+
+
+# ------------------------------------------------------------------------------------------ media (#21)
+async def photo(run: Run, session: aiohttp.ClientSession, within: float = 60) -> None:
+    """The JAKI photo: fetched once by the media stage, an officer's signed URL serves the EXIF-free copy."""
+    import io
+
+    from PIL import Image
+
+    rid = report_id_for("jaki", f"JAKI-{run.tag}-0001")
+    headers = {"X-API-Key": "dev-only-officer"}
+    deadline, item = time.monotonic() + within, None
+    while time.monotonic() < deadline:
+        async with session.get(f"{run.api}/v1/reports/{rid}/media", headers=headers) as resp:
+            media = (await resp.json(content_type=None)).get("media", []) if resp.status == 200 else []
+        item = media[0] if media else None
+        if item and item["state"] != "pending":
+            break
+        await asyncio.sleep(0.5)
+    if not item or item["state"] != "stored":
+        run.problems.append(f"the JAKI photo was not kept: {item}")
+        say(f"[media]    not kept: {item}")
+        return
+    async with session.get(item["url"]) as resp:
+        data = await resp.read()
+    with Image.open(io.BytesIO(data)) as img:
+        exif = bool(img.getexif())
+    say(
+        f"[media]    stored once as sha256 {item['sha256'][:16]}… ({item['width']}x{item['height']}); "
+        f"officer's signed URL valid {item['expires_in']} s -> {resp.status}, EXIF in the copy: {exif}"
+    )
+    say(f"[media]    Open311 media_url: {item['public_url']}")
+    if "location_candidate" in item:
+        say(f"[media]    the photo's GPS, offered as a location candidate: {item['location_candidate']}")
+    if resp.status != 200 or exif:
+        run.problems.append(f"the photo's signed URL answered {resp.status}, EXIF left: {exif}")
 
 
 # ------------------------------------------------------------------------------------------ push channels
@@ -209,7 +246,7 @@ async def jaki(run: Run, session: aiohttp.ClientSession) -> None:
             "category": "Pohon Tumbang",
             "lat": -6.2887,
             "lon": 106.8170,
-            "photo_urls": [f"https://jaki.jakarta.go.id/media/{run.tag}-1.jpg"],
+            "photo_urls": [f"{run.providers or 'https://jaki.jakarta.go.id'}/photos/{run.tag}-1.jpg"],
             "account_id": f"u-{run.tag}a",
             "created_at": utcnow().isoformat(),
         },
@@ -761,6 +798,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         on_outbound=on_outbound,
     )
     seed_providers(run, providers)
+    run.providers = f"http://127.0.0.1:{args.providers_port}"
     sink = MailSink(settings.email_relay_port, on_mail).start()
     http = await start_http(providers.app(), args.providers_port)
     say(
@@ -840,6 +878,9 @@ async def run_demo(args: argparse.Namespace) -> int:
                 run.problems.append(f"Open311 answered {status}")
             if refused:
                 run.problems.append(f"Open311 showed another agency's private fields ({refused})")
+
+            say("\n== 4. the JAKI report's photo, kept by the media stage ==")
+            await photo(run, session)
     finally:
         await http.cleanup()
         sink.stop()

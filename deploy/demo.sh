@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: start the local stack and the pipeline (ingress, worker, dashboard, Open311/officer API,
-# status consumer, notifier, SMTP gateway); demo/run.py then starts simulated providers (X API,
+# status consumer, notifier, SMTP gateway, media stage); demo/run.py then starts simulated providers (X API,
 # LAPOR!, SMS send API, Graph API, a mail relay sink), submits reports on every channel family, follows
 # one report through Selesai and reads an agency's queue; then stop exactly what this script started.
 # CRM_* variables already set win over the stack's and the demo's defaults (tests run it isolated).
@@ -54,12 +54,13 @@ trap cleanup EXIT
 "$PY" -m pipeline status >"$LOGS/status.log" 2>&1 & pids+=($!)
 "$PY" -m pipeline notify >"$LOGS/notify.log" 2>&1 & pids+=($!)
 "$PY" -m pipeline smtp >"$LOGS/smtp.log" 2>&1 & pids+=($!)
+"$PY" -m pipeline media run >"$LOGS/media.log" 2>&1 & pids+=($!)
 export CRM_DASHBOARD_PORT="${CRM_DASHBOARD_PORT:-8090}"
 "$PY" -m pipeline dashboard >"$LOGS/dashboard.log" 2>&1 & pids+=($!)
 DASHBOARD_URL="http://127.0.0.1:$CRM_DASHBOARD_PORT/"
 for _ in $(seq 1 50); do curl -fs "${DASHBOARD_URL}healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 echo "[demo] ingress on http://127.0.0.1:$CRM_INGRESS_PORT, Open311/officer API on :$CRM_API_PORT," \
-  "SMTP gateway on :$CRM_EMAIL_SMTP_PORT; worker, status consumer, notifier started (logs in $LOGS)"
+  "SMTP gateway on :$CRM_EMAIL_SMTP_PORT; worker, status consumer, notifier, media stage started (logs in $LOGS)"
 echo "[demo] live operations dashboard: $DASHBOARD_URL  (open it now: the reports below arrive there live)"
 if [[ -n ${DISPLAY:-} ]] && command -v xdg-open >/dev/null; then xdg-open "$DASHBOARD_URL" >/dev/null 2>&1 || true; fi
 sleep "${DEMO_PAUSE_S:-3}"  # time to open the page before the traffic starts
