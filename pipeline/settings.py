@@ -131,6 +131,7 @@ class Settings(BaseSettings):
         None, description="base of Open311 media_url (e.g. https://crm.jakarta.go.id); else the request's"
     )
     media_fetch_concurrency: int = Field(8, ge=1, le=64, description="attachments fetched at once")
+    media_metrics_port: int = Field(0, ge=0, description="media stage /metrics /healthz /readyz; 0 = off")
 
     # Pseudonymous reporter ids are HMACs of contact details under this key.
     reporter_id_key: SecretStr = SecretStr("dev-only-reporter-key-change-me")

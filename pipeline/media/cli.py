@@ -20,7 +20,8 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     asyncio.run(migrate(settings))
-    start_worker_telemetry(settings)  # /metrics /healthz /readyz on CRM_WORKER_METRICS_PORT (0 = off)
+    # /metrics /healthz /readyz on CRM_MEDIA_METRICS_PORT (0 = off): its own port, beside a worker's.
+    start_worker_telemetry(settings.model_copy(update={"worker_metrics_port": settings.media_metrics_port}))
     try:
         asyncio.run(MediaStage(settings).run())
     except KeyboardInterrupt:

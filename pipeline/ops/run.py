@@ -83,7 +83,7 @@ def plan_children(
         children.append(Child("dashboard", ["dashboard"], {}))
     if media:  # the media stage (issue #21), with the telemetry port after the workers'
         port = str(settings.worker_metrics_port + workers) if settings.worker_metrics_port else "0"
-        children.append(Child("media", ["media", "run"], {"CRM_WORKER_METRICS_PORT": port}))
+        children.append(Child("media", ["media", "run"], {"CRM_MEDIA_METRICS_PORT": port}))
     return children
 
 
