@@ -50,18 +50,21 @@ def test_reports_of_one_fallen_tree_join_one_case_across_batches(iso):
 
 def test_text_only_reports_group_by_kelurahan_and_replay_is_stable(iso):
     a = _item(
-        "t1", "sampah menumpuk di pinggir kali gang masjid bau sekali", kel="31.72.04.1004", cat="garbage"
+        "t1",
+        "sampah menumpuk di pinggir kali gang masjid bau sekali sudah seminggu belum diangkut petugas",
+        kel="31.72.04.1004",
+        cat="garbage",
     )
     b = _item(
         "t2",
-        "sampah menumpuk pinggir kali gang masjid sangat bau",
+        "sampah menumpuk pinggir kali gang masjid sangat bau seminggu belum diangkut petugas",
         kel="31.72.04.1004",
         cat="garbage",
         minutes=60,
     )
     c = _item(
         "t3",
-        "sampah menumpuk pinggir kali gang masjid sangat bau",
+        "sampah menumpuk pinggir kali gang masjid sangat bau seminggu belum diangkut petugas",
         kel="31.71.01.1001",
         cat="garbage",
         minutes=61,
@@ -115,10 +118,10 @@ def test_one_long_lived_grouper_sees_cases_another_worker_opened(iso):
 
 def test_a_located_report_joins_a_case_known_only_by_its_kelurahan(iso):
     kel = "31.74.06.1001"
-    desk = _item("d1", "pohon tumbang menutup jalan depan sekolah dasar negeri", kel=kel)
+    desk = _item("d1", "pohon beringin tumbang menutup jalan depan sekolah dasar negeri 05 pagi", kel=kel)
     app = _item(
         "a1",
-        "pohon tumbang menutup jalan depan sekolah dasar",
+        "pohon beringin tumbang menutup jalan depan sekolah dasar negeri 05",
         lat=-6.2615,
         lon=106.8132,
         kel=kel,
@@ -164,3 +167,38 @@ def test_a_report_finds_a_case_across_a_cell_corner(iso):
     (first,), (second,) = run(iso, [[case], [report]])
     assert not first.joined
     assert second.joined and second.case_id == first.case_id
+
+
+PILE = "sampah menumpuk di pinggir kali gang masjid bau sekali sudah seminggu belum diangkut petugas"
+
+
+def test_a_closed_case_opens_the_next_occurrence_and_templates_count_across_batches(iso):
+    from pipeline.processors.cases_redis import mark_closed
+
+    async def go():
+        client = aioredis.from_url(iso.env["CRM_REDIS_URL"])
+        ns = f"{iso.tag}-life"
+        try:
+            first = await RedisCaseGrouper(client, ns).assign(
+                [_item("c1", PILE, kel="31.72.04.1004", cat="garbage")]
+            )
+            await mark_closed(client, ns, first[0].case_id, "Selesai", 3600)
+            later = await RedisCaseGrouper(client, ns).assign(
+                [_item("c2", PILE, kel="31.72.04.1004", cat="garbage", minutes=60)]
+            )
+            # the same sentence filed in two more kelurahan by other workers: a template from then on
+            kels = ["31.71.01.1001", "31.71.01.1002"]
+            for i, kel in enumerate(kels):
+                await RedisCaseGrouper(client, ns).assign(
+                    [_item(f"o{i}", PILE, kel=kel, cat="garbage", minutes=70)]
+                )
+            repeat = await RedisCaseGrouper(client, ns).assign(
+                [_item("c3", PILE, kel="31.72.04.1004", cat="garbage", minutes=80)]
+            )
+            return first[0], later[0], repeat[0]
+        finally:
+            await client.aclose()
+
+    first, later, repeat = asyncio.run(go())
+    assert not later.joined and later.recurs == first.case_id and later.occurrence == 2
+    assert not repeat.joined and repeat.candidate_of == later.case_id and "template" in repeat.reason

@@ -1,4 +1,5 @@
-"""Grouping repeated reports into cases: joins, duplicate candidates, time window, idempotence."""
+"""Grouping repeated reports into cases: joins, duplicate candidates, time window, recurrence, the rules
+that keep templates and one reporter's different findings apart, idempotence."""
 
 from __future__ import annotations
 
@@ -57,12 +58,78 @@ def test_outside_the_time_window_opens_a_new_case() -> None:
     assert not late.joined and late.candidate_of is None
 
 
-def test_case_stays_open_while_reports_keep_coming() -> None:
-    index = CaseIndex(policy=GroupingPolicy(window=timedelta(days=30)))
-    first = index.assign(item("r1", "sampah menumpuk di pinggir kali"))
-    index.assign(item("r2", "sampah menumpuk di pinggir kali", at=T0 + timedelta(days=25)))
-    third = index.assign(item("r3", "sampah menumpuk di pinggir kali", at=T0 + timedelta(days=50)))
-    assert third.joined and third.case_id == first.case_id
+PILE = "Sampah menumpuk di pinggir kali dekat pos RW 05 sudah seminggu tidak diangkut petugas, bau menyengat"
+
+
+def test_a_case_takes_reports_for_its_maximum_age_then_the_problem_recurs() -> None:
+    index = CaseIndex()  # max_age 30 days from the case's first report
+    first = index.assign(item("r1", PILE))
+    assert index.assign(item("r2", PILE, at=T0 + timedelta(days=25))).case_id == first.case_id
+    third = index.assign(item("r3", PILE, at=T0 + timedelta(days=50)))
+    assert not third.joined and third.case_id == "case-r3"
+    assert third.recurs == first.case_id and third.occurrence == 2 and "recurring" in third.reason
+    fourth = index.assign(item("r4", PILE, at=T0 + timedelta(days=55)))
+    assert fourth.joined and fourth.case_id == "case-r3"  # the new occurrence's case takes the repeats
+
+
+def test_a_closed_case_takes_no_more_reports_and_links_the_next_occurrence() -> None:
+    store = MemoryCaseStore()
+    index = CaseIndex(store)
+    first = index.assign(item("r1", PILE))
+    next(iter(store.cases_in("garbage", KEL, T0))).closed = "Selesai"  # every report of it is done
+    again = index.assign(item("r2", PILE, at=T0 + timedelta(days=3)))
+    assert not again.joined and again.recurs == first.case_id and again.occurrence == 2
+    third_time = index.assign(item("r3", PILE, at=T0 + timedelta(days=4)))
+    assert third_time.joined and third_time.case_id == again.case_id
+
+
+def test_a_case_merged_away_links_recurrences_to_the_case_it_went_into() -> None:
+    store = MemoryCaseStore()
+    index = CaseIndex(store)
+    index.assign(item("r1", PILE))
+    next(iter(store.cases_in("garbage", KEL, T0))).closed = "merged:case-elsewhere"
+    assert index.assign(item("r2", PILE, at=T0 + timedelta(days=2))).recurs == "case-elsewhere"
+
+
+def test_a_template_filed_in_many_kelurahan_is_not_joined_on_text() -> None:
+    """A monitoring team's sentence, one shop per filing: the same words in 3+ kelurahan."""
+    index = CaseIndex()
+    text = ("Reklame rokok berupa poster diluar toko rumah, pelanggaran pergub nomor 148 tahun 2017 "
+            "tentang larangan reklame rokok di dalam ruangan")  # fmt: skip
+    index.assign(item("k1", text, kel="31.71.01.1001"))
+    index.assign(item("k2", text, kel="31.71.01.1002"))
+    here = index.assign(item("k3", text))
+    again = index.assign(item("k4", text, at=T0 + timedelta(hours=1)))
+    assert not again.joined and again.candidate_of == here.case_id and "template" in again.reason
+
+
+def test_one_reporters_boilerplate_about_two_places_is_not_joined() -> None:
+    """The words that differ are the ones that say where: a candidate for a person, not a merge."""
+    index = CaseIndex()
+    base = "Spanduk banner sumbangan liar tanpa ijin dipasang di {} di pinggir jalan umum mohon ditertibkan"
+    first = index.assign(item("b1", base.format("pagar seng")))
+    other = index.assign(item("b2", base.format("tiang marka"), at=T0 + timedelta(days=1)))
+    assert not other.joined and other.candidate_of == first.case_id and "different details" in other.reason
+    same = index.assign(item("b3", base.format("pagar seng"), at=T0 + timedelta(days=2)))
+    assert same.joined and same.case_id == first.case_id
+
+
+def test_a_short_generic_complaint_is_not_joined_on_text() -> None:
+    index = CaseIndex()
+    first = index.assign(item("s1", "lampu jalan mati mohon diperbaiki", cat="street_lights"))
+    again = index.assign(item("s2", "lampu jalan mati mohon diperbaiki", cat="street_lights"))
+    assert not again.joined and again.candidate_of == first.case_id and "content words" in again.reason
+
+
+def test_the_same_named_place_joins_differently_worded_reports() -> None:
+    index = CaseIndex()
+    first_text = (
+        "PKL dan parkir liar di trotoar depan kampus UKI, Jalan Diponegoro No. 84, mengganggu pejalan kaki"
+    )
+    again_text = "PKL & parkir liar bajaj di trotoar depan kampus UKI jl diponegoro no 84 ganggu pejalan kaki"
+    first = index.assign(item("p1", first_text, cat="street_vendors"))
+    again = index.assign(item("p2", again_text, cat="street_vendors", at=T0 + timedelta(days=3)))
+    assert again.joined and again.case_id == first.case_id
 
 
 def test_somewhat_similar_text_is_a_duplicate_candidate_not_a_merge() -> None:
@@ -98,9 +165,9 @@ def test_with_coordinates_nearby_reports_join_and_far_ones_do_not() -> None:
 
 def test_reassigning_the_same_report_is_idempotent() -> None:
     index = CaseIndex()
-    index.assign(item("r1", "sampah menumpuk"))
-    d1 = index.assign(item("r2", "sampah menumpuk"))
-    assert index.assign(item("r2", "sampah menumpuk")) == d1
+    index.assign(item("r1", PILE))
+    d1 = index.assign(item("r2", PILE))
+    assert d1.joined and index.assign(item("r2", PILE)) == d1
 
 
 def test_report_without_category_is_never_grouped() -> None:
@@ -116,12 +183,12 @@ def test_assign_accepts_a_triaged_report() -> None:
             channel="web",
             provider_id=pid,
             reporter=Reporter(id="anonymous"),
-            text="Sampah numpuk",
+            text=PILE,
             location=Location(address="kel. kalibaru"),
             received_at=T0,
         )
         region = Region(kelurahan_code=KEL)
-        r.triage = Triage(normalised_text="sampah numpuk", category="garbage", region=region)
+        r.triage = Triage(normalised_text=normalise(PILE), category="garbage", region=region)
         return r
 
     index = CaseIndex(MemoryCaseStore())
@@ -154,18 +221,25 @@ def test_a_crowded_kelurahan_compares_only_its_most_recently_active_cases() -> N
     index = CaseIndex()
     streets = [f"jalan nomor{i} blok{i} gang{i}" for i in range(BUCKET_LIMIT + 8)]
     for i, street in enumerate(streets):
-        index.assign(
-            item(f"c{i}", f"sampah menumpuk di {street} warga{i} resah", at=T0 + timedelta(minutes=i))
-        )
+        index.assign(item(f"c{i}", f"sampah menumpuk di {street} warga{i} resah bau busuk lalat banyak",
+                          at=T0 + timedelta(minutes=i)))  # fmt: skip
     later = T0 + timedelta(hours=1)
-    oldest = index.assign(item("late-0", f"sampah menumpuk di {streets[0]} warga0 resah", at=later))
+    oldest = index.assign(
+        item("late-0", f"sampah menumpuk di {streets[0]} warga0 resah bau busuk lalat banyak", at=later)
+    )
     newest = index.assign(
-        item("late-n", f"sampah menumpuk di {streets[-1]} warga{len(streets) - 1} resah", at=later)
+        item(
+            "late-n",
+            f"sampah menumpuk di {streets[-1]} warga{len(streets) - 1} resah bau busuk lalat banyak",
+            at=later,
+        )
     )
     assert newest.joined and newest.case_id == f"case-c{len(streets) - 1}"
     assert not oldest.joined  # the first case fell out of the most recent BUCKET_LIMIT
     # joining makes a case recent again: it is found by the next repeat
-    again = index.assign(item("late-0b", f"sampah menumpuk di {streets[0]} warga0 resah", at=later))
+    again = index.assign(
+        item("late-0b", f"sampah menumpuk di {streets[0]} warga0 resah bau busuk lalat banyak", at=later)
+    )
     assert again.joined and again.case_id == "case-late-0"
 
 

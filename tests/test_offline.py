@@ -14,12 +14,22 @@ from pipeline.cli import main
 
 ROWS = [
     ("A1", "Mhn TL pju mati di gg. 5, gelap bgt. Hub 0812-3456-7890", "Kel. Kali Baru"),
-    ("A2", "sampah numpuk blm diangkut, bau", "KELURAHAN KLENDER"),
-    ("A3", "Sampah numpuk belum diangkut, baunya parah", "Kelurahan Klender"),
+    (
+        "A2",
+        "sampah numpuk di gg melati rt 05 blm diangkut seminggu, bau busuk banyak lalat",
+        "KELURAHAN KLENDER",
+    ),
+    (
+        "A3",
+        "Sampah numpuk di gang Melati RT 05 belum diangkut seminggu, bau busuk banyak lalat",
+        "Kelurahan Klender",
+    ),
     ("A4", "parkir liar di bahu jalan bikin macet", "-6.101002,106.932576"),
     ("A5", "PKL jualan di trotoar", "31.75.07.1003"),
     ("A6", "selamat pagi admin", ""),
 ]
+PILE = "Sampah numpuk di gang Melati RT 05 belum diangkut seminggu, bau busuk banyak lalat"
+PILE_AGAIN = "sampah numpuk di gg melati rt 05 blm diangkut seminggu, bau busuk banyak lalat"
 FIELDS = "id category confidence agency kota kecamatan kelurahan kelurahan_code case_id route_reason".split()
 
 
@@ -113,9 +123,9 @@ def test_empty_id_is_exit_2_naming_the_line(tmp_path: Path, capsys: pytest.Captu
 def test_reports_far_apart_in_time_open_separate_cases(tmp_path: Path) -> None:
     """A history is grouped by when each report was made, not as if it all happened now."""
     rows = [
-        ("E1", "Sampah numpuk belum diangkut, bau", "Kelurahan Klender", "2023-01-05"),
-        ("E2", "sampah numpuk blm diangkut, bau", "Kelurahan Klender", "2023-01-20T09:30:00+07:00"),
-        ("E3", "sampah numpuk belum diangkut, bau", "Kelurahan Klender", "2023-09-01 08:00"),
+        ("E1", PILE, "Kelurahan Klender", "2023-01-05"),
+        ("E2", PILE_AGAIN, "Kelurahan Klender", "2023-01-20T09:30:00+07:00"),
+        ("E3", PILE, "Kelurahan Klender", "2023-09-01 08:00"),
     ]
     src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi", "dibuat"], rows)
     out = tmp_path / "out.jsonl"
@@ -127,9 +137,9 @@ def test_reports_far_apart_in_time_open_separate_cases(tmp_path: Path) -> None:
 
 def test_crm_export_day_month_year_columns_date_the_reports(tmp_path: Path) -> None:
     rows = [
-        ("F1", "Sampah numpuk belum diangkut, bau", "Kelurahan Klender", "5", "1", "23"),
-        ("F2", "sampah numpuk blm diangkut, bau", "Kelurahan Klender", "20", "1", "23"),
-        ("F3", "sampah numpuk belum diangkut, bau", "Kelurahan Klender", "1", "9", "23"),
+        ("F1", PILE, "Kelurahan Klender", "5", "1", "23"),
+        ("F2", PILE_AGAIN, "Kelurahan Klender", "20", "1", "23"),
+        ("F3", PILE, "Kelurahan Klender", "1", "9", "23"),
     ]
     src = write_csv(tmp_path / "in.csv", ["no", "isi", "lokasi", "date", "month", "year"], rows)
     out = tmp_path / "out.jsonl"

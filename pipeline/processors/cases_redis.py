@@ -6,6 +6,11 @@ reports could join (and the decisions already made for them), run the pure
 changed. A replayed report finds its earlier decision, so re-processing after a crash yields the
 same case. Two workers grouping two reports of one problem at the very same moment may open two
 cases; the second becomes a duplicate candidate at worst, which an officer can merge.
+
+Besides the cases, Redis keeps what grouping learns across workers: per template key (the words of a
+text), the kelurahan it was filed in lately (a sorted set read in the same script call as the buckets),
+and per closed case a marker (``case:closed:<id>``: Selesai, TL Ditolak or ``merged:<case>``) that the
+status service and the officer API set (:func:`mark_closed`) and that is read with the cases.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 import redis.asyncio as aioredis
@@ -30,6 +35,8 @@ from .group import (
     _cell,
     _cell_key,
     _LazyFingerprint,
+    fingerprint,
+    template_key,
 )
 from .redis_batch import BatchWrite, pairs, top_by_score_script
 
@@ -47,6 +54,11 @@ class _TrackingStore(MemoryCaseStore):
         super().__init__()
         self.dirty_cases: dict[str, tuple[CaseRecord, str | None]] = {}
         self.new_decisions: dict[str, CaseDecision] = {}
+        self.new_filings: dict[str, dict[str, datetime]] = {}  # template key -> kelurahan -> time
+
+    def template_spread(self, key: str, kelurahan_code: str, at: datetime, since: datetime) -> int:
+        self.new_filings.setdefault(key, {})[kelurahan_code] = at
+        return super().template_spread(key, kelurahan_code, at, since)
 
     def load(self, case: CaseRecord, cell: str | None) -> None:
         super().put(case, cell)
@@ -73,6 +85,8 @@ def _encode_case(case: CaseRecord) -> bytes:
             "kel": case.kelurahan_code,
             "size": case.size,
             "members": [[rid, fp.text] for rid, fp in members],
+            "occurrence": case.occurrence,
+            "recurs": case.recurs,
         }
     )
 
@@ -89,7 +103,26 @@ def _decode_case(raw: bytes) -> CaseRecord:
         kelurahan_code=d["kel"],
         members=[(rid, _LazyFingerprint(text)) for rid, text in d["members"]],
         size=d["size"],
+        occurrence=d.get("occurrence", 1),
+        recurs=d.get("recurs"),
     )
+
+
+def decode_decision(raw: bytes) -> CaseDecision:
+    d = orjson.loads(raw)
+    d["candidates"] = tuple(d.get("candidates") or ())
+    return CaseDecision(**d)
+
+
+def closed_key(namespace: str, case_id: str) -> str:
+    return f"{namespace}:case:closed:{case_id}"
+
+
+async def mark_closed(client: aioredis.Redis, namespace: str, case_id: str, reason: str, ttl_s: int) -> None:
+    """Tell grouping that ``case_id`` takes no more reports (``reason``: Selesai, TL Ditolak, or
+    ``merged:<case>`` when an officer merged it into another). Later reports of the same problem open a
+    new case linked to it (to the case it was merged into)."""
+    await client.set(closed_key(namespace, case_id), reason, ex=ttl_s)
 
 
 class RedisCaseGrouper:
@@ -121,6 +154,10 @@ class RedisCaseGrouper:
     def _k_decision(self, report_id: str) -> str:
         return f"{self.ns}:case:decision:{report_id}"
 
+    def _k_template(self, key: str) -> str:
+        """The kelurahan a text with these words was filed in lately (member), scored by time."""
+        return f"{self.ns}:case:tmpl:{key}"
+
     def _bucket_keys(self, item: GroupItem) -> list[str]:
         """One key per place: a case is filed under every cell a report within the radius could be in
         (:meth:`_filed_under`), so a report only reads its own cell and still sees every case within
@@ -143,23 +180,32 @@ class RedisCaseGrouper:
     async def assign(self, items: Sequence[GroupItem]) -> list[CaseDecision]:
         store = _TrackingStore()
         bucket_keys = sorted({k for item in items for k in self._bucket_keys(item)})
+        # the texts' template keys (the fingerprint is cached: grouping reads it again)
+        templates = sorted(
+            {template_key(fingerprint(i.text)) for i in items if i.category and i.kelurahan_code}
+        )
         since = min((i.at for i in items), default=None)
         floor = (since - self.policy.window).timestamp() if since else 0
-        # Round trip 1: the buckets' most recent cases (one script call) and earlier decisions (MGET).
+        # Round trip 1: the buckets' most recent cases and the templates' kelurahan (one script call),
+        # and earlier decisions (MGET).
         pipe = self.r.pipeline(transaction=False)
-        if bucket_keys:
-            await top_by_score_script(self.r)(keys=bucket_keys, args=[floor, BUCKET_LIMIT], client=pipe)
+        read_keys = bucket_keys + [self._k_template(k) for k in templates]
+        if read_keys:
+            await top_by_score_script(self.r)(keys=read_keys, args=[floor, BUCKET_LIMIT], client=pipe)
         if items:
             pipe.mget([self._k_decision(item.report_id) for item in items])
         answers = await pipe.execute() if len(pipe) else []
         latest: dict[str, float] = {}
-        for members in answers[0] if bucket_keys else []:
+        read = answers[0] if read_keys else []
+        for members in read[: len(bucket_keys)]:
             for cid, score in pairs(members):
                 latest[cid] = score
+        for key, members in zip(templates, read[len(bucket_keys) :], strict=True):
+            store._templates[key] = {kel: datetime.fromtimestamp(ts, UTC) for kel, ts in pairs(members)}
         earlier = answers[-1] if items else []
         for item, raw in zip(items, earlier, strict=True):
             if raw:
-                store._decisions[item.report_id] = CaseDecision(**orjson.loads(raw))
+                store._decisions[item.report_id] = decode_decision(raw)
 
         now = time.monotonic()
         stale = []
@@ -169,16 +215,19 @@ class RedisCaseGrouper:
                 store.load(hit[1], CaseIndex._cell_of(hit[1]))
             else:
                 stale.append(cid)
-        if stale:  # round trip 2: the cases not fresh in the local cache
-            for raw in await self.r.mget([self._k_case(cid) for cid in stale]):
+        if stale:  # round trip 2: the cases not fresh in the local cache, and whether they were closed
+            keys = [self._k_case(cid) for cid in stale] + [closed_key(self.ns, cid) for cid in stale]
+            found = await self.r.mget(keys)
+            for raw, closed in zip(found[: len(stale)], found[len(stale) :], strict=True):
                 if raw:
                     case = _decode_case(raw)
+                    case.closed = closed.decode() if isinstance(closed, bytes) else closed
                     self._remember(case, now)
                     store.load(case, CaseIndex._cell_of(case))
 
         index = CaseIndex(store, self.policy)
         decisions = [index.assign(item) for item in items]
-        await self._persist(store.dirty_cases.values(), store.new_decisions)
+        await self._persist(store.dirty_cases.values(), store.new_decisions, store.new_filings)
         for case, _ in store.dirty_cases.values():
             self._remember(case, now)
         return decisions
@@ -210,7 +259,10 @@ class RedisCaseGrouper:
         return key
 
     async def _persist(
-        self, cases: Iterable[tuple[CaseRecord, str | None]], decisions: dict[str, CaseDecision]
+        self,
+        cases: Iterable[tuple[CaseRecord, str | None]],
+        decisions: dict[str, CaseDecision],
+        filings: dict[str, dict[str, datetime]],
     ) -> None:
         writes = BatchWrite()  # round trip 3: every change of the batch in one script call
         buckets: dict[str, list[str]] = {}  # bucket key -> [score, case id, score, case id, ...]
@@ -230,4 +282,7 @@ class RedisCaseGrouper:
             writes.zadd(key, flat, self.ttl_s, keep=self.ttl_s)
         for report_id, decision in decisions.items():
             writes.set(self._k_decision(report_id), orjson.dumps(decision), self.ttl_s)
+        for key, kels in filings.items():
+            flat = [x for kel, at in kels.items() for x in (repr(at.timestamp()), kel)]
+            writes.zadd(self._k_template(key), flat, self.ttl_s, keep=self.ttl_s)
         await writes.execute(self.r)

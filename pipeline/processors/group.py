@@ -1,27 +1,39 @@
 """Grouping repeated reports into cases: pure scoring plus a small store protocol.
 
-A report joins an existing case when it has the **same category**, falls **within the time window**
-(:attr:`GroupingPolicy.window`, 60 days by default, measured from the case's latest report) and is
+A report joins an existing **open** case when it has the **same category** and is
 
 * **with coordinates on both sides**: near (within :attr:`GroupingPolicy.radius_m`, 300 m) — the score
   mixes proximity (60 %) and text similarity (40 %), so two different potholes 200 m apart stay apart
   unless their texts agree; joins at :attr:`GroupingPolicy.join_at`;
-* **otherwise**: in the **same kelurahan** with **similar text** — the mean Jaccard similarity of content
-  words and of character 4-gram shingles of the normalised text; joins at
-  :attr:`GroupingPolicy.join_at_text`.
+* **otherwise**: in the **same kelurahan** with **the same complaint in (nearly) the same words** — the
+  mean Jaccard similarity of content words and of character 4-gram shingles reaches
+  :attr:`GroupingPolicy.join_at_text`, one text adds nothing the other contradicts (every content word
+  of one has its counterpart, allowing for spelling, in the other: two filings of one reporter's
+  boilerplate about two different poles differ in the words that name the poles), the shorter text has
+  at least :attr:`GroupingPolicy.min_words` content words (a bare "lampu mati mohon diperbaiki" says
+  nothing about which lamp), and the text is not a **template** (the same words filed in
+  :attr:`GroupingPolicy.template_kelurahan` or more kelurahan within the window: a monitoring team's
+  sentence, one shop per filing).
 
-Scores from :attr:`GroupingPolicy.candidate_at` up to the join threshold do not merge: the
-report opens its own case and is marked a duplicate *candidate* of the best match, for a person to
-confirm (as Mark-a-Spot and FixMyStreet do). Re-assigning a report already seen returns the same decision
-(redelivery is harmless).
+A case is open for :attr:`GroupingPolicy.max_age` (30 days) after its first report and until it is
+closed (its reports reached Selesai/TL Ditolak, or an officer merged it away): a problem reported again
+after that is a new occurrence, so the report opens a **new case linked to the previous one**
+(``recurs``, with the occurrence count) when it would have joined it. The thresholds and the rules come
+from the hand-labelled pairs of ``docs/grouping-labels.md`` (``make eval`` prints the curve).
+
+Scores from :attr:`GroupingPolicy.candidate_at` that do not join (too low, or held back by a rule above)
+do not merge: the report opens its own case and is marked a duplicate *candidate* of the best match, for
+a person to confirm (as Mark-a-Spot and FixMyStreet do). Re-assigning a report already seen returns the
+same decision (redelivery is harmless).
 
 :class:`CaseIndex` does the scoring over a :class:`CaseStore`; :class:`MemoryCaseStore` keeps cases in
 process memory, bucketed by (category, kelurahan) and by (category, ~500 m grid cell), so a Redis-backed
-store only needs the same five methods (sets per bucket, a hash per case).
+store only needs the same methods (sets per bucket, a hash per case).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -42,21 +54,35 @@ BUCKET_LIMIT = 8
 _BUCKET_KEEP = 2 * BUCKET_LIMIT
 #: candidates without coordinates compared character by character (the rest by shared words only)
 TEXT_SHORTLIST = 4
+#: open cases a report is flagged a possible duplicate of (the best-scoring ones)
+CANDIDATES = 3
 _SHINGLE_FLOOR = 0.2  # word Jaccard below which shingles are not worth computing
 _MAX_SHINGLED = 600  # characters of a text that are shingled (the start of a complaint says what it is)
 
 
 @dataclass(frozen=True, slots=True)
 class GroupingPolicy:
-    #: a case stays open this long after its latest report (re-filed complaints come weeks apart)
+    #: how far back (from a case's latest report) cases are compared at all: duplicate candidates and
+    #: the previous occurrence of a recurring problem are looked for this far
     window: timedelta = timedelta(days=60)
+    #: a case takes reports this long after its first one; later, the same problem is a new occurrence
+    #: (the labelling rule's 30 days: CRM follow-up is due in 7 days, so after a month the earlier
+    #: report has been dealt with one way or the other)
+    max_age: timedelta = timedelta(days=30)
     radius_m: float = 300.0
     #: with coordinates: score = proximity_weight · (1 - distance/radius) + (1 - proximity_weight) · text
     proximity_weight: float = 0.6
     join_at: float = 0.6
-    #: without coordinates the score is text similarity alone (same kelurahan required)
-    join_at_text: float = 0.5
-    candidate_at: float = 0.3
+    #: without coordinates the score is text similarity alone (same kelurahan required); chosen from
+    #: the labelled pairs' curve (``make eval``) for precision >= 0.95
+    join_at_text: float = 0.6
+    candidate_at: float = 0.2
+    #: content words the shorter text needs for a join without coordinates
+    min_words: int = 8
+    #: content words one text may have without a counterpart in the other, for a join without coordinates
+    max_unmatched: int = 0
+    #: a text filed in this many kelurahan within the window is a template: never joined on text alone
+    template_kelurahan: int = 3
     #: members of a case whose texts a new report is compared with (the first and the latest ones)
     compare_members: int = 2
 
@@ -93,20 +119,33 @@ class GroupItem:
 class CaseDecision:
     case_id: str
     joined: bool  # True: the report joined an existing case
-    candidate_of: str | None  # a case it may duplicate (for a person to confirm), when not joined
+    candidate_of: str | None  # a case it may duplicate (for a person to confirm)
     score: float
     reason: str
+    recurs: str | None = None  # the closed case of the previous occurrence, when this one opens a new case
+    occurrence: int = 1  # 1 for a first occurrence; n when n - 1 earlier cases of the problem closed
+    #: every case flagged as perhaps the same problem (candidate_of first); for a joined report, other
+    #: open cases that may be the same as the one it joined
+    candidates: tuple[str, ...] = ()
 
 
 class Fingerprint:
-    """Content words of a text and (computed when first needed) its character 4-gram shingles."""
+    """Content words of a text and (computed when first needed) its character 4-gram shingles and the
+    places it names."""
 
-    __slots__ = ("_shingles", "_text", "words")
+    __slots__ = ("_places", "_shingles", "_text", "words")
 
     def __init__(self, words: frozenset[str], text: str) -> None:
         self.words = words
         self._text = text
         self._shingles: frozenset[str] | None = None
+        self._places: frozenset[str] | None = None
+
+    @property
+    def places(self) -> frozenset[str]:
+        if self._places is None:
+            self._places = named_places(self._text)
+        return self._places
 
     @property
     def shingles(self) -> frozenset[str]:
@@ -143,6 +182,9 @@ class CaseRecord:
     kelurahan_code: str | None
     members: list[tuple[str, _LazyFingerprint]] = field(default_factory=list)  # (report_id, fingerprint)
     size: int = 1
+    occurrence: int = 1
+    recurs: str | None = None  # the previous occurrence's case
+    closed: str | None = None  # why it takes no more reports (Selesai, TL Ditolak, merged:<case>)
 
 
 class CaseStore(Protocol):
@@ -158,6 +200,8 @@ class CaseStore(Protocol):
 
     def remember(self, report_id: str, decision: CaseDecision) -> None: ...
 
+    def template_spread(self, key: str, kelurahan_code: str, at: datetime, since: datetime) -> int: ...
+
 
 class MemoryCaseStore:
     """Cases in process memory, bucketed by (category, kelurahan) and (category, grid cell)."""
@@ -166,6 +210,16 @@ class MemoryCaseStore:
         self._by_cell: dict[tuple[str, str], dict[str, CaseRecord]] = defaultdict(dict)
         self._by_kel: dict[tuple[str, str], dict[str, CaseRecord]] = defaultdict(dict)
         self._decisions: dict[str, CaseDecision] = {}
+        #: template key -> kelurahan -> the latest time a text with those words was filed there
+        self._templates: dict[str, dict[str, datetime]] = {}
+
+    def template_spread(self, key: str, kelurahan_code: str, at: datetime, since: datetime) -> int:
+        """Record a filing of ``key`` in ``kelurahan_code``; in how many kelurahan it was filed since
+        ``since`` (this one included)."""
+        seen = self._templates.setdefault(key, {})
+        if seen.get(kelurahan_code) is None or seen[kelurahan_code] < at:
+            seen[kelurahan_code] = at
+        return sum(1 for t in seen.values() if t >= since)
 
     def cases_near(self, category: str, cells: Sequence[str], since: datetime) -> Iterable[CaseRecord]:
         return [c for cell in cells for c in _recent(self._by_cell.get((category, cell)), since)]
@@ -198,6 +252,12 @@ class MemoryCaseStore:
         for case in dropped.values():
             for report_id, _ in case.members:
                 self._decisions.pop(report_id, None)
+        for key in list(self._templates):
+            seen = self._templates[key]
+            for kel in [k for k, t in seen.items() if t < before]:
+                del seen[kel]
+            if not seen:
+                del self._templates[key]
         return len(dropped)
 
     def __len__(self) -> int:
@@ -246,8 +306,11 @@ def _stopwords() -> frozenset[str]:
     return frozenset(words)
 
 
+@lru_cache(maxsize=4096)
 def fingerprint(text: str) -> Fingerprint:
-    """Content words and character 4-gram shingles (these also catch affixes and typos) of a text."""
+    """Content words and character 4-gram shingles (these also catch affixes and typos) of a text.
+    Cached: a batch's texts are read for their template keys, then scored, and the members of cases
+    kept between batches are compared again and again."""
     words = frozenset(map(intern, text.split())) - _stopwords()
     if "[" in text:  # masked contact details say nothing about the problem
         words = frozenset(w for w in words if not w.startswith("["))
@@ -284,6 +347,78 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * 6_371_000.0 * math.asin(min(1.0, math.sqrt(h)))
+
+
+#: words after which a text names a place (normalised forms: "jl", "gg", "no" are expanded by normalise)
+_STREET_WORDS = frozenset({"jalan", "gang", "komplek", "kompleks", "perumahan", "kampung", "pasar", "taman"})
+_NUMBER_WORDS = frozenset({"nomor", "blok", "rt", "rw"})
+#: words after "jalan" & co. that describe the road rather than name it
+_NOT_NAMES = frozenset(
+    "rusak berlubang lubang umum utama raya besar kecil tersebut sepanjang menuju arah ini itu sekitar "
+    "depan belakang samping dekat seberang ke di dan yang rawan gelap licin macet tidak".split()
+)
+
+
+def named_places(text: str) -> frozenset[str]:
+    """The places a normalised text names: ``street:<name>`` after jalan/gang/komplek/…, and
+    ``nomor:<n>``, ``blok:<x>``, ``rt:<n>``, ``rw:<n>``."""
+    words = text.split()
+    out = []
+    for i, w in enumerate(words[:-1]):
+        nxt = words[i + 1]
+        if w in _STREET_WORDS:
+            if nxt not in _NOT_NAMES and nxt not in _STREET_WORDS and len(nxt) > 2 and not nxt.isdigit():
+                out.append(f"street:{nxt}")
+        elif w in _NUMBER_WORDS and (nxt.isdigit() or (w == "blok" and len(nxt) <= 4)):
+            out.append(f"{w}:{nxt.lstrip('0') or '0'}")
+    return frozenset(out)
+
+
+def same_place(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Both texts name one street (gang, komplek, …) and one number on it (house, blok, RT), and no
+    number they both give differs (a street alone is too long to be one place)."""
+    shared = a & b
+    if not any(p.startswith("street:") for p in shared) or len(shared) < 2:
+        return False
+    for kind in ("nomor:", "blok:", "rt:", "rw:"):
+        mine, theirs = {p for p in a if p.startswith(kind)}, {p for p in b if p.startswith(kind)}
+        if mine and theirs and not (mine & theirs):
+            return False
+    return True
+
+
+def template_key(fp: Fingerprint) -> str:
+    """What two filings of one template share: their content words, ``di-`` prefixes and order aside
+    ("dikawasan dilarang" and "kawasan di larang" are the same sentence)."""
+    words = sorted({w[2:] if w.startswith("di") and len(w) > 5 else w for w in fp.words})
+    return hashlib.blake2b(" ".join(words).encode(), digest_size=8).hexdigest()
+
+
+def _bigrams(word: str) -> frozenset[str]:
+    return frozenset([word[i : i + 2] for i in range(len(word) - 1)])
+
+
+def _unalike(words: frozenset[str], others: frozenset[str]) -> list[str]:
+    """``words`` that are no spelling of any of ``others``: a counterpart shares the first four letters
+    or most letter pairs ("pascasariana"/"pascasarjana", "kemecetan"/"kemacetan")."""
+    if not words:
+        return []
+    prefixes = {o[:4] for o in others}
+    grams = [_bigrams(o) for o in others]
+    out = []
+    for word in words:
+        if word[:4] in prefixes:
+            continue
+        mine = _bigrams(word)
+        if not any(mine and g and 2 * len(mine & g) >= 0.7 * (len(mine) + len(g)) for g in grams):
+            out.append(word)
+    return sorted(out)
+
+
+def unmatched_words(a: frozenset[str], b: frozenset[str]) -> tuple[list[str], list[str]]:
+    """Content words of ``a`` with no counterpart in ``b`` and those of ``b`` with none in ``a``."""
+    only_a, only_b = a - b, b - a
+    return _unalike(only_a, only_b), _unalike(only_b, only_a)
 
 
 def _cell(lat: float, lon: float) -> tuple[int, int]:
@@ -341,6 +476,11 @@ class CaseIndex:
     def _around(self, item: GroupItem) -> tuple[datetime, datetime]:
         return item.at - self.policy.window, item.at + self.policy.window
 
+    def is_open(self, case: CaseRecord, at: datetime) -> bool:
+        """Whether a report filed at ``at`` may still join ``case``: not closed, and within the case's
+        maximum age of its first report (a report filed before the case began counts from it too)."""
+        return case.closed is None and abs(at - case.first_at) <= self.policy.max_age
+
     def _combine(self, item: GroupItem, reach: float, sim: float) -> tuple[float, str]:
         if reach >= 0:
             p = self.policy
@@ -371,20 +511,37 @@ class CaseIndex:
         p = self.policy
         self._assigned += 1
         if self._assigned % PRUNE_EVERY == 0 and hasattr(self.store, "prune"):
-            # closed cases cannot be joined any more: keep a long-running worker's memory bounded
+            # cases past the window cannot be joined or linked any more: bound a long-running worker
             self.store.prune(item.at - 2 * p.window)
         fp = _LazyFingerprint(item.text)
-        best = self._best(item, fp, self._candidates(item)) if item.category else None
-        if best is not None and best[0] >= (p.join_at if self._has_coords(item, best[1]) else p.join_at_text):
-            score, case, why = best
+        template = False
+        cases: list[CaseRecord] = []
+        if item.category:
+            if item.kelurahan_code:
+                key = template_key(fp.get())
+                spread = self.store.template_spread(key, item.kelurahan_code, item.at, item.at - p.window)
+                template = spread >= p.template_kelurahan
+            cases = self._candidates(item)
+        open_cases = [c for c in cases if self.is_open(c, item.at)]
+        top = self._top(item, fp, open_cases, CANDIDATES + 1) if open_cases else []
+        best = top[0] if top else None
+        held = self._held_back(item, fp, best, template) if best is not None else "no similar open case"
+        if best is not None and held is None:
+            score, case, why, _ = best
             case.members.append((item.report_id, fp))
             case.members[:] = self._compared(case)  # keep only what a comparison reads (memory)
             case.size += 1
             case.last_at = max(case.last_at, item.at)
             case.first_at = min(case.first_at, item.at)
             self.store.put(case, self._cell_of(case))
-            decision = CaseDecision(case.case_id, True, None, round(score, 3), f"joined case ({why})")
+            # another open case of perhaps the same problem: the two cases may be one (officers merge)
+            also = tuple(t[1].case_id for t in top[1:] if t[0] >= p.candidate_at)
+            decision = CaseDecision(
+                case.case_id, True, also[0] if also else None, round(score, 3), f"joined case ({why})",
+                candidates=also,
+            )  # fmt: skip
         else:
+            previous = self._previous_occurrence(item, fp, cases, template)
             case = CaseRecord(
                 case_id=self.new_case_id(item.report_id),
                 category=item.category or "",
@@ -394,30 +551,82 @@ class CaseIndex:
                 lon=item.lon,
                 kelurahan_code=item.kelurahan_code,
                 members=[(item.report_id, fp)],
+                occurrence=previous.occurrence + 1 if previous is not None else 1,
+                recurs=_successor(previous) if previous is not None else None,
             )
             if item.category:
                 self.store.put(case, self._cell_of(case))
+            recurs = f"; recurring: occurrence {case.occurrence}, after {case.recurs}" if case.recurs else ""
             if best is not None and best[0] >= p.candidate_at:
-                score, other, why = best
-                why = f"new case, possible duplicate ({why})"
-                decision = CaseDecision(case.case_id, False, other.case_id, round(score, 3), why)
+                score, other, why, _ = best
+                why = f"new case, possible duplicate ({why}; {held}){recurs}"
+                flagged = tuple(t[1].case_id for t in top[:CANDIDATES] if t[0] >= p.candidate_at)
+                decision = CaseDecision(
+                    case.case_id, False, other.case_id, round(score, 3), why, case.recurs, case.occurrence,
+                    candidates=flagged,
+                )  # fmt: skip
             else:
                 why = "no category" if not item.category else "no similar open case"
                 score = round(best[0], 3) if best else 0.0
-                decision = CaseDecision(case.case_id, False, None, score, f"new case ({why})")
+                why = f"new case ({why}){recurs}"
+                decision = CaseDecision(case.case_id, False, None, score, why, case.recurs, case.occurrence)
         self.store.remember(item.report_id, decision)
         return decision
 
+    def _held_back(
+        self,
+        item: GroupItem,
+        fp: _LazyFingerprint,
+        best: tuple[float, CaseRecord, str, Fingerprint],
+        template: bool,
+    ) -> str | None:
+        """Why the best open case is not joined, or None when it is."""
+        score, case, _, member = best
+        p = self.policy
+        if self._has_coords(item, case):
+            return None if score >= p.join_at else f"below {p.join_at}"
+        if score < p.join_at_text:
+            return f"below {p.join_at_text}"
+        if template:
+            return f"template text (filed in {p.template_kelurahan}+ kelurahan)"
+        if same_place(fp.get().places, member.places):
+            return None  # one named place: the rest of the wording may differ
+        mine = fp.get().words
+        if min(len(mine), len(member.words)) < p.min_words:
+            return f"fewer than {p.min_words} content words"
+        only_mine, only_theirs = unmatched_words(mine, member.words)
+        if min(len(only_mine), len(only_theirs)) > p.max_unmatched:
+            return f"different details: {' '.join(only_mine[:3])} / {' '.join(only_theirs[:3])}"
+        return None
+
+    def _previous_occurrence(
+        self, item: GroupItem, fp: _LazyFingerprint, cases: list[CaseRecord], template: bool
+    ) -> CaseRecord | None:
+        """The closed case this report would have joined were it open: the problem's previous occurrence."""
+        closed = [c for c in cases if not self.is_open(c, item.at) and c.first_at <= item.at]
+        best = self._best(item, fp, closed) if closed else None
+        if best is None or self._held_back(item, fp, best, template) is not None:
+            return None
+        return best[1]
+
     def _best(
         self, item: GroupItem, fp: _LazyFingerprint, cases: list[CaseRecord]
-    ) -> tuple[float, CaseRecord, str] | None:
-        """The best-scoring comparable case (the first one on a tie), as :meth:`score` would find it.
+    ) -> tuple[float, CaseRecord, str, Fingerprint] | None:
+        """The best-scoring comparable case (the first one on a tie), as :meth:`score` would find it, and
+        the member text that scored best."""
+        top = self._top(item, fp, cases, 1)
+        return top[0] if top else None
+
+    def _top(
+        self, item: GroupItem, fp: _LazyFingerprint, cases: list[CaseRecord], keep: int
+    ) -> list[tuple[float, CaseRecord, str, Fingerprint]]:
+        """The ``keep`` best-scoring comparable cases, best first (earlier ones first on a tie).
 
         Cheap before dear: the word Jaccard of every compared member is computed once; without
         coordinates only the :data:`TEXT_SHORTLIST` cases sharing the most words go further (a case
         sharing few words never wins on character shingles, which were half the triage time of a
         dense history); and shingles are only compared where their best possible outcome could still
-        beat the best score so far.
+        beat the ``keep``-th best score so far.
         """
         reachable: list[tuple[float, CaseRecord, float, list[tuple[float, Fingerprint]]]] = []
         words: frozenset[str] | None = None
@@ -440,27 +649,34 @@ class CaseIndex:
             reachable.sort(key=lambda r: r[0], reverse=True)  # stable: ties keep the store's order
             del reachable[TEXT_SHORTLIST:]
         p = self.policy
-        best: tuple[float, CaseRecord, float, float] | None = None  # score, case, reach, similarity
+        kept: list[tuple[float, CaseRecord, float, float, Fingerprint]] = []  # best first
         for top_words, case, reach, members in reachable:
             base, scale = 0.0, 1.0
             if reach >= 0:
                 base = p.proximity_weight * (1.0 - reach / p.radius_m)
                 scale = 1.0 - p.proximity_weight
-            if best is not None and base + scale * _similarity_bound(top_words) <= best[0]:
-                continue  # cannot beat the best so far, whatever its shingles say
-            sim = 0.0
+            if len(kept) == keep and base + scale * _similarity_bound(top_words) <= kept[-1][0]:
+                continue  # cannot beat the kept ones, whatever its shingles say
+            sim, closest = 0.0, members[0][1]
             for w, other in members:
                 if w < _SHINGLE_FLOOR:
-                    sim = max(sim, w)
+                    if w > sim:
+                        sim, closest = w, other
                 elif _similarity_bound(w) > sim:
-                    sim = max(sim, 0.5 * w + 0.5 * _jaccard(fp.get().shingles, other.shingles))
+                    s = 0.5 * w + 0.5 * _jaccard(fp.get().shingles, other.shingles)
+                    if s > sim:
+                        sim, closest = s, other
             score = base + scale * sim if reach >= 0 else sim
-            if score > 0 and (best is None or score > best[0]):
-                best = (score, case, reach, sim)
-        if best is None:
-            return None
-        score, case, reach, sim = best
-        return score, case, self._combine(item, reach, sim)[1]
+            if score > 0 and (len(kept) < keep or score > kept[-1][0]):
+                at = len(kept)
+                while at > 0 and score > kept[at - 1][0]:
+                    at -= 1
+                kept.insert(at, (score, case, reach, sim, closest))
+                del kept[keep:]
+        return [
+            (score, case, self._combine(item, reach, sim)[1], closest)
+            for score, case, reach, sim, closest in kept
+        ]
 
     def _compared(self, case: CaseRecord) -> list[tuple[str, Any]]:
         """The members a new report is compared with: the first and the latest ones."""
@@ -478,6 +694,13 @@ class CaseIndex:
         if case.lat is None or case.lon is None:
             return None
         return _cell_key(_cell(case.lat, case.lon))
+
+
+def _successor(case: CaseRecord) -> str:
+    """The case a closed case's problem continued in: itself, or the case it was merged into."""
+    if case.closed and case.closed.startswith("merged:"):
+        return case.closed.removeprefix("merged:")
+    return case.case_id
 
 
 def with_policy(index: CaseIndex, **changes: Any) -> CaseIndex:
