@@ -31,7 +31,7 @@ from pipeline.processors.group import CaseDecision, CaseIndex, GroupingPolicy, G
 from .grouping_pairs import LABELS, META, pair_hash
 
 TARGET_PRECISION, TARGET_RECALL, TARGET_CATCH = 0.95, 0.80, 0.95
-JOIN_CURVE = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+JOIN_CURVE = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CANDIDATE_CURVE = (0.1, 0.15, 0.2, 0.3, 0.4)
 
 

@@ -182,7 +182,11 @@ class RedisCaseGrouper:
         bucket_keys = sorted({k for item in items for k in self._bucket_keys(item)})
         # the texts' template keys (the fingerprint is cached: grouping reads it again)
         templates = sorted(
-            {template_key(fingerprint(i.text)) for i in items if i.category and i.kelurahan_code}
+            {
+                template_key(fingerprint(i.text))
+                for i in items
+                if i.category and i.kelurahan_code and (i.lat is None or i.lon is None)
+            }
         )
         since = min((i.at for i in items), default=None)
         floor = (since - self.policy.window).timestamp() if since else 0

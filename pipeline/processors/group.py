@@ -33,8 +33,8 @@ store only needs the same methods (sets per bucket, a hash per case).
 
 from __future__ import annotations
 
-import hashlib
 import math
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -73,9 +73,11 @@ class GroupingPolicy:
     #: with coordinates: score = proximity_weight · (1 - distance/radius) + (1 - proximity_weight) · text
     proximity_weight: float = 0.6
     join_at: float = 0.6
-    #: without coordinates the score is text similarity alone (same kelurahan required); chosen from
-    #: the labelled pairs' curve (``make eval``) for precision >= 0.95
-    join_at_text: float = 0.6
+    #: without coordinates the score is text similarity alone (same kelurahan required). Chosen from the
+    #: labelled pairs' curve (``make eval``): the most recall with precision >= 0.95; the rules below
+    #: (same words, length, templates) carry most of the precision, so the similarity floor is low
+    join_at_text: float = 0.3
+    #: flags from here: the lowest score whose flags still catch more of the true pairs (``make eval``)
     candidate_at: float = 0.2
     #: content words the shorter text needs for a join without coordinates
     min_words: int = 8
@@ -133,13 +135,14 @@ class Fingerprint:
     """Content words of a text and (computed when first needed) its character 4-gram shingles and the
     places it names."""
 
-    __slots__ = ("_places", "_shingles", "_text", "words")
+    __slots__ = ("_places", "_shingles", "_template", "_text", "words")
 
     def __init__(self, words: frozenset[str], text: str) -> None:
         self.words = words
         self._text = text
         self._shingles: frozenset[str] | None = None
         self._places: frozenset[str] | None = None
+        self._template: str | None = None
 
     @property
     def places(self) -> frozenset[str]:
@@ -306,7 +309,6 @@ def _stopwords() -> frozenset[str]:
     return frozenset(words)
 
 
-@lru_cache(maxsize=4096)
 def fingerprint(text: str) -> Fingerprint:
     """Content words and character 4-gram shingles (these also catch affixes and typos) of a text.
     Cached: a batch's texts are read for their template keys, then scored, and the members of cases
@@ -390,8 +392,12 @@ def same_place(a: frozenset[str], b: frozenset[str]) -> bool:
 def template_key(fp: Fingerprint) -> str:
     """What two filings of one template share: their content words, ``di-`` prefixes and order aside
     ("dikawasan dilarang" and "kawasan di larang" are the same sentence)."""
-    words = sorted({w[2:] if w.startswith("di") and len(w) > 5 else w for w in fp.words})
-    return hashlib.blake2b(" ".join(words).encode(), digest_size=8).hexdigest()
+    if fp._template is None:
+        words = sorted({w[2:] if w[:2] == "di" and len(w) > 5 else w for w in fp.words})
+        # 32 bits: a collision (two word sets, one key, in 3+ kelurahan within the window) would only
+        # hold back a text-only join
+        fp._template = f"{zlib.crc32(' '.join(words).encode()):08x}"
+    return fp._template
 
 
 def _bigrams(word: str) -> frozenset[str]:
@@ -400,13 +406,18 @@ def _bigrams(word: str) -> frozenset[str]:
 
 def _unalike(words: frozenset[str], others: frozenset[str]) -> list[str]:
     """``words`` that are no spelling of any of ``others``: a counterpart shares the first four letters
-    or most letter pairs ("pascasariana"/"pascasarjana", "kemecetan"/"kemacetan")."""
+    or most letter pairs ("pascasariana"/"pascasarjana", "kemecetan"/"kemacetan"). A word with a digit
+    has no other spelling: numbers say which house, blok or RT."""
     if not words:
         return []
-    prefixes = {o[:4] for o in others}
-    grams = [_bigrams(o) for o in others]
+    spelt = [o for o in others if not any(ch.isdigit() for ch in o)]
+    prefixes = {o[:4] for o in spelt}
+    grams = [_bigrams(o) for o in spelt]
     out = []
     for word in words:
+        if any(ch.isdigit() for ch in word):
+            out.append(word)
+            continue
         if word[:4] in prefixes:
             continue
         mine = _bigrams(word)
@@ -429,6 +440,22 @@ def _cell_key(c: tuple[int, int]) -> str:
     return f"{c[0]}:{c[1]}"
 
 
+_AROUND: dict[tuple[int, int], list[str]] = {}
+
+
+def _around_cell(lat: float, lon: float) -> list[str]:
+    """The keys of a point's cell and the eight around it (remembered: a city has a few thousand
+    occupied cells, and formatting nine keys a report was a tenth of grouping's CPU)."""
+    c = _cell(lat, lon)
+    keys = _AROUND.get(c)
+    if keys is None:
+        if len(_AROUND) > 100_000:
+            _AROUND.clear()
+        cy, cx = c
+        keys = _AROUND[c] = [_cell_key((cy + dy, cx + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    return keys
+
+
 # --- the index ----------------------------------------------------------------------------------------
 
 
@@ -439,6 +466,9 @@ class CaseIndex:
         self.store: CaseStore = store if store is not None else MemoryCaseStore()
         self.policy = policy or GroupingPolicy()
         self._assigned = 0
+        self._floor = min(self.policy.join_at, self.policy.join_at_text)
+        p = self.policy
+        self._below = (f"below {p.join_at}", f"below {p.join_at_text}")
 
     @staticmethod
     def new_case_id(report_id: str) -> str:
@@ -493,9 +523,7 @@ class CaseIndex:
         since = item.at - self.policy.window
         found: dict[str, CaseRecord] = {}
         if item.lat is not None and item.lon is not None:
-            cy, cx = _cell(item.lat, item.lon)
-            cells = [_cell_key((cy + dy, cx + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-            for case in self.store.cases_near(item.category or "", cells, since):
+            for case in self.store.cases_near(item.category or "", _around_cell(item.lat, item.lon), since):
                 found.setdefault(case.case_id, case)
         if item.kelurahan_code:
             for case in self.store.cases_in(item.category or "", item.kelurahan_code, since):
@@ -517,16 +545,19 @@ class CaseIndex:
         template = False
         cases: list[CaseRecord] = []
         if item.category:
-            if item.kelurahan_code:
+            if item.kelurahan_code and (item.lat is None or item.lon is None):  # only text can join it
                 key = template_key(fp.get())
                 spread = self.store.template_spread(key, item.kelurahan_code, item.at, item.at - p.window)
                 template = spread >= p.template_kelurahan
             cases = self._candidates(item)
-        open_cases = [c for c in cases if self.is_open(c, item.at)]
-        top = self._top(item, fp, open_cases, CANDIDATES + 1) if open_cases else []
-        best = top[0] if top else None
+        # One pass over open and closed cases alike (the cost of a report does not grow with the
+        # lifecycle): the best is joined when open, or is the previous occurrence when closed.
+        others: list[tuple[float, CaseRecord]] = []
+        cases.sort(key=lambda c: not self.is_open(c, item.at))  # stable: on a tie an open case wins
+        best = self._best(item, fp, cases, others) if cases else None
+        best_open = best is not None and self.is_open(best[1], item.at)
         held = self._held_back(item, fp, best, template) if best is not None else "no similar open case"
-        if best is not None and held is None:
+        if best is not None and best_open and held is None:
             score, case, why, _ = best
             case.members.append((item.report_id, fp))
             case.members[:] = self._compared(case)  # keep only what a comparison reads (memory)
@@ -535,13 +566,15 @@ class CaseIndex:
             case.first_at = min(case.first_at, item.at)
             self.store.put(case, self._cell_of(case))
             # another open case of perhaps the same problem: the two cases may be one (officers merge)
-            also = tuple(t[1].case_id for t in top[1:] if t[0] >= p.candidate_at)
+            also = tuple(self._runners_up(item, others, case, CANDIDATES))
             decision = CaseDecision(
                 case.case_id, True, also[0] if also else None, round(score, 3), f"joined case ({why})",
                 candidates=also,
             )  # fmt: skip
         else:
-            previous = self._previous_occurrence(item, fp, cases, template)
+            previous = None
+            if best is not None and not best_open and held is None and best[1].first_at <= item.at:
+                previous = best[1]  # it would have joined it, were it open: the problem recurs
             case = CaseRecord(
                 case_id=self.new_case_id(item.report_id),
                 category=item.category or "",
@@ -557,19 +590,32 @@ class CaseIndex:
             if item.category:
                 self.store.put(case, self._cell_of(case))
             recurs = f"; recurring: occurrence {case.occurrence}, after {case.recurs}" if case.recurs else ""
-            if best is not None and best[0] >= p.candidate_at:
+            if best is not None and best_open and best[0] >= p.candidate_at:
                 score, other, why, _ = best
                 why = f"new case, possible duplicate ({why}; {held}){recurs}"
-                flagged = tuple(t[1].case_id for t in top[:CANDIDATES] if t[0] >= p.candidate_at)
+                flagged: tuple[str, ...] = (
+                    other.case_id,
+                    *self._runners_up(item, others, other, CANDIDATES - 1),
+                )
                 decision = CaseDecision(
                     case.case_id, False, other.case_id, round(score, 3), why, case.recurs, case.occurrence,
                     candidates=flagged,
                 )  # fmt: skip
             else:
-                why = "no category" if not item.category else "no similar open case"
+                # the best was closed (or nothing came close): open cases sharing words are still flagged
+                flagged = tuple(self._runners_up(item, others, None, CANDIDATES))
+                if not item.category:
+                    why = "new case (no category)"
+                elif flagged:
+                    why = f"new case, possible duplicate (shares words with {flagged[0]})"
+                    why = why[:-1] + "; template text)" if template else why
+                else:
+                    why = "new case (no similar open case)"
                 score = round(best[0], 3) if best else 0.0
-                why = f"new case ({why}){recurs}"
-                decision = CaseDecision(case.case_id, False, None, score, why, case.recurs, case.occurrence)
+                decision = CaseDecision(
+                    case.case_id, False, flagged[0] if flagged else None, score, why + recurs, case.recurs,
+                    case.occurrence, candidates=flagged,
+                )  # fmt: skip
         self.store.remember(item.report_id, decision)
         return decision
 
@@ -584,9 +630,9 @@ class CaseIndex:
         score, case, _, member = best
         p = self.policy
         if self._has_coords(item, case):
-            return None if score >= p.join_at else f"below {p.join_at}"
+            return None if score >= p.join_at else self._below[0]
         if score < p.join_at_text:
-            return f"below {p.join_at_text}"
+            return self._below[1]
         if template:
             return f"template text (filed in {p.template_kelurahan}+ kelurahan)"
         if same_place(fp.get().places, member.places):
@@ -599,34 +645,24 @@ class CaseIndex:
             return f"different details: {' '.join(only_mine[:3])} / {' '.join(only_theirs[:3])}"
         return None
 
-    def _previous_occurrence(
-        self, item: GroupItem, fp: _LazyFingerprint, cases: list[CaseRecord], template: bool
-    ) -> CaseRecord | None:
-        """The closed case this report would have joined were it open: the problem's previous occurrence."""
-        closed = [c for c in cases if not self.is_open(c, item.at) and c.first_at <= item.at]
-        best = self._best(item, fp, closed) if closed else None
-        if best is None or self._held_back(item, fp, best, template) is not None:
-            return None
-        return best[1]
-
     def _best(
-        self, item: GroupItem, fp: _LazyFingerprint, cases: list[CaseRecord]
+        self,
+        item: GroupItem,
+        fp: _LazyFingerprint,
+        cases: list[CaseRecord],
+        others: list[tuple[float, CaseRecord]] | None = None,
+        floor: float = 0.0,
     ) -> tuple[float, CaseRecord, str, Fingerprint] | None:
         """The best-scoring comparable case (the first one on a tie), as :meth:`score` would find it, and
-        the member text that scored best."""
-        top = self._top(item, fp, cases, 1)
-        return top[0] if top else None
-
-    def _top(
-        self, item: GroupItem, fp: _LazyFingerprint, cases: list[CaseRecord], keep: int
-    ) -> list[tuple[float, CaseRecord, str, Fingerprint]]:
-        """The ``keep`` best-scoring comparable cases, best first (earlier ones first on a tie).
+        the member text that scored best. ``others`` (when given) receives every comparable case with
+        the content-word Jaccard of its closest member: runners-up are ranked by that, never shingled.
+        Cases that cannot reach ``floor`` are not scored in full.
 
         Cheap before dear: the word Jaccard of every compared member is computed once; without
         coordinates only the :data:`TEXT_SHORTLIST` cases sharing the most words go further (a case
         sharing few words never wins on character shingles, which were half the triage time of a
         dense history); and shingles are only compared where their best possible outcome could still
-        beat the ``keep``-th best score so far.
+        beat the best score so far.
         """
         reachable: list[tuple[float, CaseRecord, float, list[tuple[float, Fingerprint]]]] = []
         words: frozenset[str] | None = None
@@ -645,18 +681,21 @@ class CaseIndex:
                 members.append((w, other))
                 top = w if w > top else top
             reachable.append((top, case, reach, members))
+            if others is not None:
+                others.append((top, case))
         if len(reachable) > TEXT_SHORTLIST and (item.lat is None or item.lon is None):
             reachable.sort(key=lambda r: r[0], reverse=True)  # stable: ties keep the store's order
             del reachable[TEXT_SHORTLIST:]
         p = self.policy
-        kept: list[tuple[float, CaseRecord, float, float, Fingerprint]] = []  # best first
+        best: tuple[float, CaseRecord, float, float, Fingerprint] | None = None
         for top_words, case, reach, members in reachable:
             base, scale = 0.0, 1.0
             if reach >= 0:
                 base = p.proximity_weight * (1.0 - reach / p.radius_m)
                 scale = 1.0 - p.proximity_weight
-            if len(kept) == keep and base + scale * _similarity_bound(top_words) <= kept[-1][0]:
-                continue  # cannot beat the kept ones, whatever its shingles say
+            bound = base + scale * _similarity_bound(top_words)
+            if (best is not None and bound <= best[0]) or bound < floor:
+                continue  # cannot beat the best so far (or reach the floor), whatever its shingles say
             sim, closest = 0.0, members[0][1]
             for w, other in members:
                 if w < _SHINGLE_FLOOR:
@@ -667,16 +706,24 @@ class CaseIndex:
                     if s > sim:
                         sim, closest = s, other
             score = base + scale * sim if reach >= 0 else sim
-            if score > 0 and (len(kept) < keep or score > kept[-1][0]):
-                at = len(kept)
-                while at > 0 and score > kept[at - 1][0]:
-                    at -= 1
-                kept.insert(at, (score, case, reach, sim, closest))
-                del kept[keep:]
-        return [
-            (score, case, self._combine(item, reach, sim)[1], closest)
-            for score, case, reach, sim, closest in kept
-        ]
+            if score > 0 and (best is None or score > best[0]):
+                best = (score, case, reach, sim, closest)
+        if best is None:
+            return None
+        score, case, reach, sim, closest = best
+        return score, case, self._combine(item, reach, sim)[1], closest
+
+    def _runners_up(
+        self, item: GroupItem, others: list[tuple[float, CaseRecord]], best: CaseRecord | None, room: int
+    ) -> list[str]:
+        """Other open cases sharing enough words to flag (``candidate_at`` on the content-word Jaccard),
+        most words in common first."""
+        if not room:
+            return []
+        floor = self.policy.candidate_at
+        flags = [o for o in others if o[0] >= floor and o[1] is not best and self.is_open(o[1], item.at)]
+        ranked = sorted(flags, key=lambda o: o[0], reverse=True)
+        return [case.case_id for _, case in ranked[:room]]
 
     def _compared(self, case: CaseRecord) -> list[tuple[str, Any]]:
         """The members a new report is compared with: the first and the latest ones."""
