@@ -667,3 +667,40 @@ def test_twilio_mms_fetched_with_the_account_credentials(media: Media) -> None:
     rows = media.settled(report_id_for("sms", f"MM{n}"), 1)
     assert rows[0][1] == "stored" and rows[0][2] == hashlib.sha256(photo).hexdigest(), rows
     assert media.peers.hits[f"/2010-04-01/Accounts/{account}/Messages/MM{n}/Media/ME{n}"] == 1
+
+
+def test_media_are_deleted_with_their_report_by_gc_and_shared_photos_are_kept(media: Media) -> None:
+    n = uuid.uuid4().hex[:8]
+    shared, own = jpeg_with_exif(seed=81), jpeg_with_exif(seed=82)
+    media.peers.files[f"{n}-shared.jpg"] = (shared, "image/jpeg")
+    media.peers.files[f"{n}-own.jpg"] = (own, "image/jpeg")
+    a = jaki(
+        media,
+        f"JAKI-G{n}-a",
+        [f"{media.peers.http}/files/{n}-shared.jpg", f"{media.peers.http}/files/{n}-own.jpg"],
+    )
+    b = jaki(media, f"JAKI-G{n}-b", [f"{media.peers.http}/files/{n}-shared.jpg"])
+    assert [r[1] for r in media.settled(a, 2) + media.settled(b, 1)] == ["stored"] * 3
+    sha_shared, sha_own = hashlib.sha256(shared).hexdigest(), hashlib.sha256(own).hexdigest()
+
+    def keys(sha: str) -> set[str]:
+        return {k for k in media.objects() if sha in k}
+
+    def gc() -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "media", "gc"],
+            env={**os.environ, **media.env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    assert len(keys(sha_own)) == 3 and len(keys(sha_shared)) == 3  # original, public copy, thumbnail
+    media.iso.query("DELETE FROM reports WHERE report_id = %s RETURNING 1", (a,))  # the retention job
+    assert media.rows(a) == []  # the media rows went with the report
+    assert "deleted 1 unreferenced" in gc()
+    assert keys(sha_own) == set()  # only report a had it
+    assert len(keys(sha_shared)) == 3  # report b still shows it
+    media.iso.query("DELETE FROM reports WHERE report_id = %s RETURNING 1", (b,))
+    gc()
+    assert keys(sha_shared) == set()
