@@ -37,6 +37,8 @@ export CRM_NOTIFY_INTERVAL_S="${CRM_NOTIFY_INTERVAL_S:-0.5}"
 export CRM_NOTIFY_RETRY_FIRST_S="${CRM_NOTIFY_RETRY_FIRST_S:-2}"
 export CRM_NOTIFY_RETRY_EVERY_S="${CRM_NOTIFY_RETRY_EVERY_S:-5}"
 export CRM_WORKER_BATCH_WITHIN_S="${CRM_WORKER_BATCH_WITHIN_S:-0.1}"
+# The demo's photo host is one of its local simulators: let the media stage fetch from 127.0.0.1.
+export CRM_MEDIA_FETCH_ALLOW_PRIVATE="${CRM_MEDIA_FETCH_ALLOW_PRIVATE:-true}"
 
 pids=()
 cleanup() {

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     media_allowed_types: str = "image/jpeg,image/png,image/webp,image/gif"
     media_fetch_timeout_s: float = Field(30.0, gt=0)
     media_fetch_ca_file: str | None = Field(None, description="extra CA bundle for fetching (TLS proxies)")
+    media_fetch_allow_private: bool = Field(
+        False, description="fetch from loopback/private addresses too (local tests only: SSRF guard off)"
+    )
     media_max_attempts: int = Field(3, ge=1, description="failed fetches before an attachment is 'failed'")
     media_retry_first_s: float = Field(60.0, ge=0, description="wait after the first failed fetch")
     media_retry_factor: float = Field(5.0, ge=1, description="each later wait is this many times longer")

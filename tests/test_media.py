@@ -299,6 +299,7 @@ def media(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Med
         "CRM_MEDIA_RETRY_FIRST_S": "0.3",
         "CRM_MEDIA_RETRY_FACTOR": "1",
         "CRM_MEDIA_FETCH_CA_FILE": str(peers.cert),
+        "CRM_MEDIA_FETCH_ALLOW_PRIVATE": "true",  # the peers listen on 127.0.0.1
         "CRM_NOTIFY_META_GRAPH_BASE": peers.https,
         "CRM_NOTIFY_META_PAGE_TOKEN": PAGE_TOKEN,
         "CRM_WHATSAPP_ACCESS_TOKEN": WA_TOKEN,

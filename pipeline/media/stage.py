@@ -37,7 +37,7 @@ from ..security import kafka_client_kwargs
 from ..settings import Settings
 from ..topics import Topics
 from .check import Checked, MediaRefused, check_image
-from .fetch import Fetchers, FetchFailed, MediaItem, TooLarge, ssl_context
+from .fetch import Fetchers, FetchFailed, MediaItem, TooLarge, connector
 from .store import Keys, MediaStore, StoreUnavailable
 
 log = logging.getLogger("pipeline.media")
@@ -364,9 +364,7 @@ class MediaStage:
     async def run(self) -> None:
         await self.pool.open(wait=True, timeout=30)
         timeout = aiohttp.ClientTimeout(total=self.settings.media_fetch_timeout_s, connect=10)
-        async with aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_context(self.settings))
-        ) as http:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.settings)) as http:
             self.http = http
             self.fetchers = Fetchers(self.settings, http)
             try:

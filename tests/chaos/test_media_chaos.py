@@ -45,6 +45,7 @@ def test_object_store_down_30s_no_photo_lost(private_stack):
     space.env.update(
         CRM_MEDIA_BUCKET=f"media-{space.tag}",
         CRM_MEDIA_RETRY_FIRST_S="0.5",
+        CRM_MEDIA_FETCH_ALLOW_PRIVATE="true",  # the photo host listens on 127.0.0.1
         CRM_DEDUP_TEXT_WINDOW_S="0",
         CRM_RATE_LIMIT_ENABLED="false",
     )
