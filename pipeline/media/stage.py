@@ -360,6 +360,31 @@ class MediaStage:
                 (*params, due.report_id, due.kind, due.idx),
             )
 
+    async def probe_store(self, every_s: float = 2.0) -> None:
+        """While the object store is down, ask it every few seconds; once it answers, the photos that
+        waited for it are due at once (instead of each waiting out its own backoff)."""
+        while True:
+            await asyncio.sleep(every_s)
+            if self._store_backoff <= 1.0:
+                continue
+            self.keeper.store._bucket_ok = False
+            try:
+                await self.keeper.store.ensure_bucket()
+            except StoreUnavailable:
+                continue
+            self._store_backoff = 1.0
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "UPDATE report_media SET next_attempt_at = now()"
+                        " WHERE state = 'pending' AND code = 'store_unavailable'"
+                    )
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                log.warning("could not release the photos waiting for the store: %s", exc)
+                continue
+            log.info("object store answers again; photos waiting for it are due")
+            self.wake.set()
+
     # ---------------------------------------------------------------------------------- running
     async def run(self) -> None:
         await self.pool.open(wait=True, timeout=30)
@@ -368,7 +393,7 @@ class MediaStage:
             self.http = http
             self.fetchers = Fetchers(self.settings, http)
             try:
-                await asyncio.gather(self.consume(), self.fetch_loop())
+                await asyncio.gather(self.consume(), self.fetch_loop(), self.probe_store())
             finally:
                 await self.pool.close()
 
