@@ -40,8 +40,17 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 def _cmd_ingress(args: argparse.Namespace) -> int:
     from .ingress import serve
+    from .sources.base import AdapterStartError
+    from .sources.config import ChannelSettingsError
 
-    asyncio.run(serve(host=args.host, port=args.port))
+    try:
+        asyncio.run(serve(host=args.host, port=args.port))
+    except ChannelSettingsError as exc:  # a channel's declared settings: the variable is named
+        print(f"crm-pipeline ingress: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AdapterStartError as exc:
+        print(f"crm-pipeline ingress: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -56,25 +65,18 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     import orjson
 
     from .settings import get_settings
-    from .sources.registry import discover
-    from .topics import Topics
+    from .sources.listing import channel_rows, print_config
 
-    topics = Topics(get_settings().topic_namespace)
-    rows = [
-        {
-            "id": cls.channel,
-            "mode": cls.mode,
-            "topic": topics.ingest(cls.channel),
-            "adapter": f"{cls.__module__}.{cls.__name__}",
-        }
-        for cls in discover().values()
-    ]
+    rows = channel_rows(get_settings(), config=args.config)
+    problems = [r["id"] for r in rows for k in ("config", "reply_config") if (r.get(k) or {}).get("problem")]
     if args.json:
         sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif args.config:
+        print_config(rows)
     else:
         for row in rows:
             print(f"{row['id']:18} {row['mode']:5} {row['topic']}")
-    return EXIT_OK
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def _cmd_poll(args: argparse.Namespace) -> int:
@@ -166,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("channels", _cmd_channels, "list the registered channel adapters (id, push/poll, topic)")
     p.add_argument("--json", action="store_true", help="print JSON instead of one line each")
+    p.add_argument(
+        "--config",
+        action="store_true",
+        help="also list each channel's declared settings (secrets masked); exit 1 if any is invalid",
+    )
 
     p = add("poll", _cmd_poll, "run the poll channels (twitter, lapor1708, ...) on their intervals")
     p.add_argument("--channel", action="append", help="only this channel (repeatable; default: all)")

@@ -8,6 +8,7 @@ answer is 503 so the provider retries rather than believing it was stored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from .deadletter import DeadLetter
 from .publish import Publisher, PublishError, make_producer
 from .ratelimit import Decision, RateLimiter
 from .settings import Settings, get_settings
-from .sources.base import InboundRequest, PushSource, Rejected
+from .sources.base import InboundRequest, PushSource, Rejected, parse_request, start_adapters, stop_adapters
 from .sources.registry import discover
 
 log = logging.getLogger("pipeline.ingress")
@@ -176,11 +177,13 @@ def push_handler(adapter: PushSource, settings: Settings):
                 return too_many(request, decision)
 
             try:
-                result = adapter.parse(inbound)
+                result = await parse_request(adapter, inbound)  # awaited when the adapter's parse is async
             except Rejected as exc:
                 REJECTED.labels(channel, exc.code).inc()
                 await dead_letter(publisher, kept_body, ctype, exc.code, exc.reason)
-                return reply(request, exc.status, {"error": exc.reason, "code": exc.code, "field": exc.field})
+                # A provider that retries every non-2xx (Telegram) is answered the adapter's refused_status.
+                status = adapter.refused_status or exc.status
+                return reply(request, status, {"error": exc.reason, "code": exc.code, "field": exc.field})
             except Exception as exc:  # an adapter bug must not lose the payload
                 log.exception("adapter %s crashed on a request", channel)
                 REJECTED.labels(channel, "adapter_error").inc()
@@ -283,13 +286,14 @@ def build_app(settings: Settings | None = None, adapters: list[PushSource] | Non
 
     app.router.add_get("/openapi.json", serve_document("ingress"))
 
-    app.cleanup_ctx.append(push_context(settings, "crm-ingress"))
+    app.cleanup_ctx.append(push_context(settings, "crm-ingress", adapters))
     app.cleanup_ctx.append(kafka_sampler(settings))  # lag stays known while no worker runs
     return app
 
 
-def push_context(settings: Settings, client_id: str):
-    """What a push handler needs in its app: a started producer (publisher) and the rate limiter."""
+def push_context(settings: Settings, client_id: str, adapters: Sequence[PushSource] = ()):
+    """What a push handler needs in its app: a started producer (publisher), the rate limiter, and its
+    adapters started (``start()``, before the first request) and stopped (``stop()``, at shutdown)."""
 
     async def lifecycle(app: web.Application):
         producer = make_producer(settings, client_id=client_id)
@@ -297,8 +301,15 @@ def push_context(settings: Settings, client_id: str):
         app[PUBLISHER] = Publisher(settings, producer)
         app[LIMITER] = RateLimiter(settings)
         try:
+            await start_adapters(adapters)
+        except BaseException:
+            await producer.stop()
+            await app[LIMITER].aclose()
+            raise
+        try:
             yield
         finally:
+            await stop_adapters(adapters)
             await app[PUBLISHER].producer.stop()  # the publisher may have replaced a dead producer
             await app[LIMITER].aclose()
 
@@ -314,9 +325,15 @@ async def serve(host: str | None = None, port: int | None = None) -> None:
     log.info(
         "ingress listening on http://%s:%s", host or settings.ingress_host, port or settings.ingress_port
     )
-    try:
-        import asyncio
+    import asyncio
+    import signal
 
-        await asyncio.Event().wait()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a graceful stop: adapters' stop(), producer flushed
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("ingress stopping")
     finally:
         await runner.cleanup()

@@ -90,10 +90,11 @@ class Api:
         app.on_startup.append(self.on_startup)
         app.on_cleanup.append(self.on_cleanup)
         # Open311 POST goes to Kafka through the ingress's own handler (publisher and rate limiter).
-        app.cleanup_ctx.append(push_context(self.settings, "crm-api"))
+        submit = Open311Source(self.settings)
+        app.cleanup_ctx.append(push_context(self.settings, "crm-api", [submit]))
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/openapi.json", serve_document("api"))
-        self.open311.add_routes(app, submit=push_handler(Open311Source(self.settings), self.settings))
+        self.open311.add_routes(app, submit=push_handler(submit, self.settings))
         app.router.add_post("/v1/reports/{ref}/status", self.change_status)
         app.router.add_get("/v1/reports/{ref}/history", self.history)
         app.router.add_get("/v1/desk/notifications", self.desk)

@@ -77,11 +77,14 @@ class Fetched:
 class MediaFetcher(ABC):
     #: the channel id this fetcher serves (equal to the entry-point name)
     channel: ClassVar[str] = "*"
+    #: declared settings (``pipeline.sources.config.ChannelSettings``), loaded into ``self.config``
+    settings_model: ClassVar[Any] = None
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.http = http
         self.max_bytes = settings.media_max_bytes
+        self.config: Any = self.settings_model.load(settings) if self.settings_model else None
 
     @abstractmethod
     async def fetch(self, item: MediaItem) -> Fetched:

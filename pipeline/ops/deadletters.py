@@ -27,7 +27,7 @@ from ..deadletter import DeadLetter
 from ..envelope import RawRef, Report
 from ..publish import Publisher, make_producer
 from ..settings import Settings
-from ..sources.base import InboundRequest, PushSource, Rejected
+from ..sources.base import InboundRequest, PushSource, Rejected, parse_request, start_adapters, stop_adapters
 from ..sources.registry import discover
 from ..topics import Topics
 from .common import already_stored
@@ -177,8 +177,11 @@ class _Plan:
     report_ids: list[str]
 
 
-def _plan(settings: Settings, x: Letter, topics: Topics) -> _Plan | str | Rejected:
-    """What to publish for one letter, or why it cannot be replayed (str) / is still refused (Rejected)."""
+async def _plan(
+    settings: Settings, x: Letter, topics: Topics, started: dict[str, PushSource]
+) -> _Plan | str | Rejected:
+    """What to publish for one letter, or why it cannot be replayed (str) / is still refused (Rejected).
+    ``started``: the adapters built (and started) so far, by channel."""
     d = x.letter
     if d.raw_truncated:
         return f"raw payload was cut at {len(d.raw())} of {d.raw_size} bytes: ask the sender to resend"
@@ -187,9 +190,13 @@ def _plan(settings: Settings, x: Letter, topics: Topics) -> _Plan | str | Reject
         adapters = discover()
         if not d.channel or d.channel not in adapters:
             return f"no adapter installed for channel {d.channel!r}"
-        adapter = adapters[d.channel](settings)
-        if not isinstance(adapter, PushSource):
-            return f"channel {d.channel!r} is not a push channel"
+        adapter = started.get(d.channel)
+        if adapter is None:
+            built = adapters[d.channel](settings)
+            if not isinstance(built, PushSource):
+                return f"channel {d.channel!r} is not a push channel"
+            await start_adapters([built])
+            adapter = started[d.channel] = built
         inbound = InboundRequest(
             method="POST",
             path=adapter.route,
@@ -199,7 +206,7 @@ def _plan(settings: Settings, x: Letter, topics: Topics) -> _Plan | str | Reject
             remote="replay",
         )
         try:
-            result = adapter.parse(inbound)
+            result = await parse_request(adapter, inbound)
         except Rejected as exc:
             return exc
         except Exception as exc:
@@ -229,14 +236,18 @@ async def replay(settings: Settings, letters: list[Letter], progress: bool = Tru
     topics = Topics(settings.topic_namespace)
     summary = ReplaySummary(selected=len(letters))
     plans: list[_Plan] = []
-    for x in letters:
-        plan = _plan(settings, x, topics)
-        if isinstance(plan, Rejected):
-            summary.still_rejected.append((x, f"{plan.code}: {plan.reason}"))
-        elif isinstance(plan, str):
-            summary.unreplayable.append((x, plan))
-        else:
-            plans.append(plan)
+    started: dict[str, PushSource] = {}
+    try:
+        for x in letters:
+            plan = await _plan(settings, x, topics, started)
+            if isinstance(plan, Rejected):
+                summary.still_rejected.append((x, f"{plan.code}: {plan.reason}"))
+            elif isinstance(plan, str):
+                summary.unreplayable.append((x, plan))
+            else:
+                plans.append(plan)
+    finally:
+        await stop_adapters(list(started.values()))
     stored = already_stored(settings, [rid for p in plans for rid in p.report_ids]) or set()
     todo = []
     for p in plans:

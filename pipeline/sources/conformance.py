@@ -9,8 +9,16 @@
 4. **forged signature → rejected**: a request with a wrong signature or token is answered 401/403 and
    nothing of it reaches any topic.
 
-Each promise is checked twice: offline, against the adapter as a plain object (fast, no broker), and
-through a running ingress with real HTTP and real Kafka. Use it by subclassing
+Two more promises, offline:
+
+5. **declared settings** (when the adapter has a ``settings_model``): loaded and validated, no secret's
+   value in ``repr`` or ``listing()``, and every secret's shipped default refused under
+   ``CRM_ENV=production`` (defaults are development values containing ``dev-only-``, or empty);
+6. **lifecycle**: ``start()`` and ``stop()`` are awaited around the offline checks (an ``async def
+   parse`` is awaited the way the ingress does), so an adapter that needs ``start()`` is tested as run.
+
+Each of the first four promises is checked twice: offline, against the adapter as a plain object (fast,
+no broker), and through a running ingress with real HTTP and real Kafka. Use it by subclassing
 :class:`PushConformance` in a test module (pytest collects the ``test_*`` methods) and providing a
 ``conformance_target`` fixture that names a running ingress and its broker::
 
@@ -59,7 +67,8 @@ import orjson
 from ..envelope import Report
 from ..settings import Settings
 from ..topics import Topics
-from .base import InboundRequest, PushSource, Rejected
+from .base import InboundRequest, PushResult, PushSource, Rejected, parse_request
+from .config import ChannelSettingsError
 from .registry import discover
 
 
@@ -175,8 +184,23 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.5) -
 OFFLINE_BASE = "http://127.0.0.1:8080"
 
 
+def run_started(adapter: PushSource, work: Any) -> Any:
+    """``await work()`` between the adapter's ``start()`` and ``stop()``, as the ingress runs it."""
+
+    async def _run() -> Any:
+        await adapter.start()
+        try:
+            return await work()
+        finally:
+            await adapter.stop()
+
+    return asyncio.run(_run())
+
+
 def expected_reports(adapter: PushSource, call: HttpCall, base_url: str = OFFLINE_BASE) -> list[Report]:
-    return adapter.parse(call.inbound(base_url)).reports
+    """What the adapter makes of ``call`` (its ``parse``, awaited if async, with start/stop around it)."""
+    result: PushResult = run_started(adapter, lambda: parse_request(adapter, call.inbound(base_url)))
+    return result.reports
 
 
 def check_offline(
@@ -188,29 +212,62 @@ def check_offline(
     base_url: str = OFFLINE_BASE,
 ) -> None:
     """The four promises against the adapter object alone. ``again`` is ``valid`` built a second time."""
-    adapter.authenticate(valid.inbound(base_url))
-    reports = expected_reports(adapter, valid, base_url)
-    assert reports, "a valid request must produce at least one report"
-    for r in reports:
-        assert r.channel == adapter.channel, f"report channel {r.channel!r} is not {adapter.channel!r}"
-        assert Report.loads(r.dumps()).report_id == r.report_id, "the envelope must survive a round trip"
-    redelivered = expected_reports(adapter, again, base_url)
-    assert [r.report_id for r in redelivered] == [r.report_id for r in reports], (
-        "redelivery changed the report ids"
-    )
-    try:
-        adapter.authenticate(forged.inbound(base_url))
-    except Rejected as exc:
-        assert exc.status in (401, 403), f"a forged request must be 401/403, not {exc.status}"
-    else:
-        raise AssertionError("a forged request was authenticated")
-    adapter.authenticate(malformed.inbound(base_url))  # malformed but authentic: past authentication
-    try:
-        adapter.parse(malformed.inbound(base_url))
-    except Rejected as exc:
-        assert 400 <= exc.status < 500 and exc.reason, "a malformed request needs a 4xx status and a reason"
-    else:
-        raise AssertionError("a malformed request was parsed into reports")
+
+    async def checks() -> None:
+        adapter.authenticate(valid.inbound(base_url))
+        reports = (await parse_request(adapter, valid.inbound(base_url))).reports
+        assert reports, "a valid request must produce at least one report"
+        for r in reports:
+            assert r.channel == adapter.channel, f"report channel {r.channel!r} is not {adapter.channel!r}"
+            assert Report.loads(r.dumps()).report_id == r.report_id, "the envelope must survive a round trip"
+        redelivered = (await parse_request(adapter, again.inbound(base_url))).reports
+        assert [r.report_id for r in redelivered] == [r.report_id for r in reports], (
+            "redelivery changed the report ids"
+        )
+        try:
+            adapter.authenticate(forged.inbound(base_url))
+        except Rejected as exc:
+            assert exc.status in (401, 403), f"a forged request must be 401/403, not {exc.status}"
+        else:
+            raise AssertionError("a forged request was authenticated")
+        adapter.authenticate(malformed.inbound(base_url))  # malformed but authentic: past authentication
+        try:
+            await parse_request(adapter, malformed.inbound(base_url))
+        except Rejected as exc:
+            assert 400 <= exc.status < 500 and exc.reason, (
+                "a malformed request needs a 4xx status and a reason"
+            )
+        else:
+            raise AssertionError("a malformed request was parsed into reports")
+
+    run_started(adapter, checks)
+
+
+def check_settings(owner: type[Any], settings: Settings) -> None:
+    """Promise 5: the declared settings of ``owner`` (an adapter or a reply sender class) load, never show
+    a secret, and their shipped defaults are refused in production (a secret default must be a
+    development value, ``dev-only-…``, or empty)."""
+    model = getattr(owner, "settings_model", None)
+    if model is None:
+        return
+    loaded = model.load(settings)
+    shown = repr(loaded) + str(loaded) + orjson.dumps(loaded.listing()).decode()
+    for name in model.model_fields:
+        value = loaded.plain(name)
+        if model.is_secret(name) and value:
+            assert value not in shown, f"{model.env_name(name)}: its value shows in repr() or listing()"
+    prod = Settings.model_construct(env="production")
+    for name, info in model.model_fields.items():
+        if not model.is_secret(name) or name in model.optional_secrets:
+            continue
+        try:
+            model.load(prod, **{name: info.default})
+        except ChannelSettingsError as exc:
+            assert model.env_name(name) in str(exc), f"the refusal does not name {model.env_name(name)}"
+        else:
+            raise AssertionError(
+                f"{model.env_name(name)}: its default is accepted in production; ship a 'dev-only-' value"
+            )
 
 
 def check_valid(target: Target, adapter: PushSource, call: HttpCall, timeout: float = 30) -> list[str]:
@@ -237,7 +294,10 @@ def check_malformed(
     target: Target, adapter: PushSource, call: HttpCall, timeout: float = 30
 ) -> dict[str, Any]:
     status, answer = call.send(target.url)
-    assert 400 <= status < 500, f"malformed request answered {status}: {answer}"
+    if adapter.refused_status:  # a provider that must not see a 4xx (Telegram): the adapter's status
+        assert status == adapter.refused_status, f"malformed request answered {status}: {answer}"
+    else:
+        assert 400 <= status < 500, f"malformed request answered {status}: {answer}"
     sha = hashlib.sha256(call.body).hexdigest()
 
     def letter() -> dict[str, Any] | None:
@@ -345,6 +405,9 @@ class PushConformance:
             self.source(), self.valid(n, b), self.valid(n, b), self.malformed(n, b), self.forged(n, b), b
         )
 
+    def test_conformance_settings_declared(self) -> None:
+        check_settings(self.adapter, self.settings())
+
     # -- through the ingress and Kafka -----------------------------------------------------------------
     def test_conformance_valid_input_lands_on_ingest_topic(self, request: Any) -> None:
         t = self._target(request)
@@ -377,7 +440,8 @@ class ReplyConformance:
     2. a status change produces exactly one reply per reporter and step: the acknowledgement and each
        status change reach the reporter once, through the real outbox, however often it runs;
     3. a failing provider is retried on the schedule and then marked undelivered (state ``failed``,
-       listed by ``crm-pipeline notify undelivered``), never silently skipped.
+       listed by ``crm-pipeline notify undelivered``), never silently skipped;
+    4. its declared settings (``settings_model``) keep promise 5 of the receiving half.
 
     Subclass as ``Test<Channel>Replies`` and implement ``report``, ``peer``, ``delivered`` and
     ``sender``. Promises 2 and 3 need a ``reply_database`` fixture returning a PostgreSQL URL whose
@@ -484,6 +548,9 @@ class ReplyConformance:
         return peer, [tuple(r) for r in rows], listed  # type: ignore[misc]
 
     # -- the promises ----------------------------------------------------------------------------------
+    def test_reply_settings_declared(self) -> None:
+        check_settings(self.reply_sender, self.settings())
+
     def test_reply_registered_as_entry_point(self) -> None:
         from ..crm.notify.outbox import destination_for
         from ..crm.notify.replies import discover_replies

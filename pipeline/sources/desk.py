@@ -48,6 +48,7 @@ from .common import (
     parse_timestamp,
     text_value,
 )
+from .config import core_view
 
 MIN_TEXT, MAX_TEXT = 10, 5000
 GAZETTEER_CSV = Path(__file__).resolve().parents[1] / "data" / "jakarta_wilayah_gazetteer.csv"
@@ -193,11 +194,16 @@ def build_entry_report(
     )
 
 
+#: one credential map for the five desk channels (each token is bound to one office of one level)
+DeskSettings = core_view("DeskSettings", "CRM_DESK_", ["desk_credentials"])
+
+
 class DeskSource(PushSource):
     """One desk level. The five channels differ only in id, route and the office level they accept."""
 
     channel: ClassVar[str]
     route: ClassVar[str]
+    settings_model = DeskSettings
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

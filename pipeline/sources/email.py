@@ -65,8 +65,9 @@ from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from ..publish import Publisher, PublishError, make_producer
 from ..settings import Settings
 from ..topics import Topics
-from .base import Rejected, SourceAdapter
+from .base import Rejected, SourceAdapter, start_adapters, stop_adapters
 from .common import normalise_email
+from .config import core_view
 
 log = logging.getLogger("pipeline.email")
 
@@ -200,8 +201,31 @@ class ParsedMail:
     attachments: list[Attachment] = field(default_factory=list)
 
 
+EmailSettings = core_view(
+    "EmailSettings",
+    "CRM_EMAIL_",
+    [
+        "email_smtp_host",
+        "email_smtp_port",
+        "email_max_bytes",
+        "email_allowed_relays",
+        "email_recipients",
+        "email_ack_enabled",
+        "email_ack_from",
+        "email_relay_host",
+        "email_relay_port",
+        "email_relay_starttls",
+        "email_relay_username",
+        "email_relay_password",
+        "email_relay_timeout_s",
+    ],
+    optional_secrets=["relay_password"],  # a relay without login
+)
+
+
 class EmailGatewaySource(SourceAdapter):
     channel: ClassVar[str] = "email"
+    settings_model = EmailSettings
     mode = "push"  # the relay pushes to us over SMTP; no HTTP route, so the ingress skips it
 
     def __init__(self, settings: Settings) -> None:
@@ -560,6 +584,7 @@ async def serve_smtp(
     client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     await producer.start()
     gateway = EmailGateway(settings, Publisher(settings, producer), client)
+    await start_adapters([gateway.adapter])
     server = await gateway.start(host, port)
     where = ", ".join(str(s.getsockname()) for s in server.sockets)
     log.info("SMTP gateway listening on %s", where)
@@ -569,6 +594,7 @@ async def serve_smtp(
         server.close()
         await server.wait_closed()
         await gateway.drain()
+        await stop_adapters([gateway.adapter])
         await producer.stop()
         await client.aclose()
 

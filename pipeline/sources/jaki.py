@@ -26,6 +26,7 @@ from typing import ClassVar
 from ..envelope import Attachment, Contact, Location, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
 from .common import field, header, is_url, parse_body, parse_bool, parse_lat_lon, parse_timestamp, text_value
+from .config import core_view
 
 MAX_TEXT = 5000
 MAX_PHOTOS = 10
@@ -55,12 +56,16 @@ def check_bearer(request: InboundRequest, expected: str) -> None:
         raise Rejected("the bearer token is not valid for this channel", status=403, code="forbidden")
 
 
+JakiSettings = core_view("JakiSettings", "CRM_JAKI_", ["jaki_token"])
+
+
 class JakiSource(PushSource):
     channel: ClassVar[str] = "jaki"
     route: ClassVar[str] = "/v1/channels/jaki/reports"
+    settings_model = JakiSettings
 
     def authenticate(self, request: InboundRequest) -> None:
-        check_bearer(request, self.settings.jaki_token.get_secret_value())
+        check_bearer(request, self.config.token.get_secret_value())
 
     def parse(self, request: InboundRequest) -> PushResult:
         if (

@@ -57,6 +57,7 @@ from ..envelope import Attachment, Contact, Location, Report, Reporter, reporter
 from ..settings import Settings
 from .base import PollSource
 from .common import in_jakarta, is_url, normalise_email, normalise_phone
+from .config import core_view
 from .poller import PollAuthError, PolledBatch, PollError
 
 WIB = timezone(timedelta(hours=7))
@@ -98,8 +99,16 @@ def _opt_text(item: dict[str, Any], key: str, max_len: int) -> str | None:
     return value[:max_len] or None
 
 
+LaporSettings = core_view(
+    "LaporSettings",
+    "CRM_LAPOR_",
+    ["lapor_api_base", "lapor_token", "lapor_token_header", "lapor_poll_interval_s", "lapor_page_size"],
+)
+
+
 class LaporSource(PollSource):
     channel: ClassVar[str] = "lapor1708"
+    settings_model = LaporSettings
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -110,6 +119,9 @@ class LaporSource(PollSource):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def stop(self) -> None:
+        await self.aclose()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -29,6 +29,7 @@ import orjson
 from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
 from .common import header
+from .config import core_view
 
 MAX_TEXT = 20000
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -88,10 +89,10 @@ class MetaWebhookSource(PushSource):
 
     # -- secrets ------------------------------------------------------------------------------------
     def app_secret(self) -> str:
-        return getattr(self.settings, f"{self.channel}_app_secret").get_secret_value()
+        return self.config.app_secret.get_secret_value()
 
     def verify_token(self) -> str:
-        return getattr(self.settings, f"{self.channel}_verify_token").get_secret_value()
+        return self.config.verify_token.get_secret_value()
 
     # -- the contract --------------------------------------------------------------------------------
     def handshake(self, request: InboundRequest) -> tuple[int, str] | None:
@@ -121,7 +122,7 @@ class MetaWebhookSource(PushSource):
         entries = data.get("entry") if isinstance(data, dict) else None
         if not isinstance(entries, list):
             return
-        oldest = time.time() - self.settings.meta_replay_window_s
+        oldest = time.time() - self.config.meta_replay_window_s
         for entry in entries:
             when = _epoch(entry.get("time")) if isinstance(entry, dict) else None
             if when is not None and when.timestamp() < oldest:
@@ -166,6 +167,7 @@ class MetaWebhookSource(PushSource):
             for report in events:
                 if report is None or report.provider_id in seen:
                     ignored += 1
+                    self.metrics.ignored(reason="not_a_report" if report is None else "repeated_in_batch")
                     continue
                 seen.add(report.provider_id)
                 reports.append(report)
@@ -336,11 +338,26 @@ class MetaWebhookSource(PushSource):
         )
 
 
+FacebookSettings = core_view(
+    "FacebookSettings",
+    "CRM_FACEBOOK_",
+    ["facebook_app_secret", "facebook_verify_token"],
+    shared=["meta_replay_window_s"],
+)
+GovernorSocialSettings = core_view(
+    "GovernorSocialSettings",
+    "CRM_GOVERNOR_SOCIAL_",
+    ["governor_social_app_secret", "governor_social_verify_token"],
+    shared=["meta_replay_window_s"],
+)
+
+
 class FacebookPageSource(MetaWebhookSource):
     """The provincial Facebook page: feed comments/posts and Messenger messages."""
 
     channel: ClassVar[str] = "facebook"
     route: ClassVar[str] = "/v1/channels/facebook/webhook"
+    settings_model = FacebookSettings
     objects: ClassVar[frozenset[str]] = frozenset({"page"})
 
 
@@ -349,4 +366,5 @@ class GovernorSocialSource(MetaWebhookSource):
 
     channel: ClassVar[str] = "governor_social"
     route: ClassVar[str] = "/v1/channels/governor_social/webhook"
+    settings_model = GovernorSocialSettings
     objects: ClassVar[frozenset[str]] = frozenset({"page", "instagram"})

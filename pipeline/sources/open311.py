@@ -41,6 +41,7 @@ from .common import (
     parse_lat_lon,
     text_value,
 )
+from .config import core_view
 
 MIN_TEXT, MAX_TEXT = 3, 4000  # the spec limits description to 4,000 characters
 SERVICE_NOTICE = (
@@ -67,9 +68,14 @@ def _attributes(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: submissions are authenticated by the consumer API keys (``open311:submit``), shared with the API
+Open311Settings = core_view("Open311Settings", "CRM_OPEN311_", [], shared=["api_keys"])
+
+
 class Open311Source(PushSource):
     channel: ClassVar[str] = "open311"
     route: ClassVar[str] = "/open311/v2/requests.{format:(?:json|xml)}"
+    settings_model = Open311Settings
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)

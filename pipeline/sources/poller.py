@@ -52,7 +52,8 @@ from ..envelope import RawRef
 from ..ops.slo import mark_intake
 from ..publish import Publisher, PublishError, make_producer
 from ..settings import Settings
-from .base import PollBatch, PollSource
+from .base import AdapterStartError, PollBatch, PollSource, start_adapters, stop_adapters
+from .config import ChannelSettingsError
 
 log = logging.getLogger("pipeline.poller")
 
@@ -311,19 +312,26 @@ def poll_adapters(settings: Settings, channels: Sequence[str] | None = None) -> 
 async def run_poller(
     settings: Settings, adapters: Sequence[PollSource], once: bool = False, stop: asyncio.Event | None = None
 ) -> dict[str, list[PollOutcome]]:
-    """Producer, Redis and adapters around :meth:`Poller.run`; closes everything it opened."""
+    """Producer, Redis and adapters (``start()`` before the first poll, ``stop()`` at the end) around
+    :meth:`Poller.run`; closes everything it opened."""
     producer = make_producer(settings, client_id="crm-poller")
     client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     await producer.start()
+    started = False
     try:
+        await start_adapters(adapters)
+        started = True
         poller = Poller(
             settings, Publisher(settings, producer), CursorStore(client, settings.topic_namespace)
         )
         return await poller.run(adapters, once=once, stop=stop)
     finally:
+        if started:
+            await stop_adapters(adapters)
         for adapter in adapters:
+            # adapters written before start/stop existed close themselves in aclose()
             close = getattr(adapter, "aclose", None)
-            if close is not None:
+            if close is not None and type(adapter).stop is PollSource.stop:
                 await close()
         await producer.stop()
         await client.aclose()
@@ -339,7 +347,7 @@ def poll_main(channels: Sequence[str] | None, once: bool) -> int:
     settings = get_settings()
     try:
         adapters = poll_adapters(settings, channels)
-    except ValueError as exc:
+    except (ValueError, ChannelSettingsError) as exc:
         print(f"crm-pipeline poll: {exc}")
         return 2
     if not adapters:
@@ -353,7 +361,11 @@ def poll_main(channels: Sequence[str] | None, once: bool) -> int:
             loop.add_signal_handler(sig, stop.set)
         return await run_poller(settings, adapters, once=once, stop=stop)
 
-    results = asyncio.run(main())
+    try:
+        results = asyncio.run(main())
+    except AdapterStartError as exc:
+        print(f"crm-pipeline poll: {exc}")
+        return 1
     failed = [c for c, outs in results.items() if outs and outs[-1].status in ("error", "unavailable")]
     for channel, outs in results.items():
         total = sum(o.published for o in outs)

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
 from .common import decode_utf8, header, is_url, normalise_phone, parse_body, parse_timestamp
+from .config import core_view
 
 MAX_TEXT = 5000
 MAX_PARTS = 20
@@ -74,15 +75,23 @@ def _phone(raw: Any, name: str) -> str:
         raise Rejected(f"'{name}' {raw!r} is not a phone number", code="bad_phone", field=name) from None
 
 
+SmsSettings = core_view(
+    "SmsSettings",
+    "CRM_SMS_",
+    ["sms_twilio_auth_token", "sms_public_base_url", "sms_gateway_secret", "sms_replay_window_s"],
+)
+
+
 class SmsGatewaySource(PushSource):
     channel: ClassVar[str] = "sms"
     route: ClassVar[str] = "/v1/channels/sms/inbound"
+    settings_model = SmsSettings
 
     # -- authentication -----------------------------------------------------------------------------
     def signed_urls(self, request: InboundRequest) -> list[str]:
         """The URLs the provider may have signed: the configured public one, and the one we were called on."""
         urls: list[str] = []
-        base = self.settings.sms_public_base_url
+        base = self.config.public_base_url
         if base:
             parts = urlsplit(request.url) if request.url else None
             query = f"?{parts.query}" if parts and parts.query else ""
@@ -105,7 +114,7 @@ class SmsGatewaySource(PushSource):
 
     def _check_twilio(self, request: InboundRequest) -> None:
         given = (header(request, TWILIO_HEADER) or "").strip().encode()
-        token = self.settings.sms_twilio_auth_token.get_secret_value()
+        token = self.config.twilio_auth_token.get_secret_value()
         try:
             params = (
                 _form_pairs(request) if request.content_type == "application/x-www-form-urlencoded" else []
@@ -122,10 +131,10 @@ class SmsGatewaySource(PushSource):
         if not stamp.isdigit() or len(stamp) > 12:
             raise Rejected(f"missing or malformed {GATEWAY_TS_HEADER}", status=401, code="unauthenticated")
         given = (header(request, GATEWAY_SIG_HEADER) or "").strip().encode()
-        expected = gateway_signature(self.settings.sms_gateway_secret.get_secret_value(), stamp, request.body)
+        expected = gateway_signature(self.config.gateway_secret.get_secret_value(), stamp, request.body)
         if not hmac.compare_digest(given, expected.encode()):
             raise Rejected(f"{GATEWAY_SIG_HEADER} does not match the body", status=403, code="bad_signature")
-        if abs(time.time() - int(stamp)) > self.settings.sms_replay_window_s:
+        if abs(time.time() - int(stamp)) > self.config.replay_window_s:
             raise Rejected(f"{GATEWAY_TS_HEADER} is outside the replay window", status=403, code="replayed")
 
     # -- parsing ------------------------------------------------------------------------------------

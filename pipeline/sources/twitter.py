@@ -38,6 +38,7 @@ from tweepy.asynchronous import AsyncClient
 from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from ..settings import Settings
 from .base import PollSource
+from .config import core_view
 from .poller import PollAuthError, PolledBatch, PollError
 
 X_HOST = "https://api.twitter.com"
@@ -107,8 +108,24 @@ def _snowflake(value: Any) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
+TwitterSettings = core_view(
+    "TwitterSettings",
+    "CRM_TWITTER_",
+    [
+        "twitter_api_base",
+        "twitter_bearer_token",
+        "twitter_user_id",
+        "twitter_poll_interval_s",
+        "twitter_max_pages",
+        "twitter_poll_dms",
+    ],
+    optional_secrets=["bearer_token"],  # empty: X is not polled (each cycle reports the auth error)
+)
+
+
 class TwitterSource(PollSource):
     channel: ClassVar[str] = "twitter"
+    settings_model = TwitterSettings
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -120,6 +137,9 @@ class TwitterSource(PollSource):
         if self._client is not None and self._client.session is not None:
             await self._client.session.close()
         self._client = None
+
+    async def stop(self) -> None:
+        await self.aclose()
 
     def client(self) -> AsyncClient:
         if self._client is None:

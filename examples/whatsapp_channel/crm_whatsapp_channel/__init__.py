@@ -19,10 +19,13 @@ media fetcher (:class:`WhatsAppMediaFetcher`, entry point ``crm_pipeline.media``
 media stage: ``GET /<version>/<media id>`` with the access token gives a short-lived URL, fetched with
 the same token. The URL expires within minutes; the media id lasts 30 days, so a retry asks again.
 
-Settings: a channel package declares its own, read from the same ``CRM_`` environment as the core
-(here ``CRM_WHATSAPP_APP_SECRET``, ``CRM_WHATSAPP_VERIFY_TOKEN``, ``CRM_WHATSAPP_ACCESS_TOKEN`` and
-``CRM_WHATSAPP_GRAPH_BASE``), so a deployment stays described by
-environment variables alone.
+Settings: the channel declares its own (:class:`WhatsAppSettings`, ``CRM_WHATSAPP_*``), read from the
+same environment as the core; the adapter, the media fetcher and the reply sender name it as their
+``settings_model`` and find it, validated, as ``self.config`` (secrets masked in logs and in
+``crm-pipeline channels --config``; development secrets refused with ``CRM_ENV=production``).
+
+Statuses (sent/delivered/read) and message types that are not reports are answered as ``ignored`` and
+counted through the adapter's metrics handle: ``crm_channel_ignored_total{channel="whatsapp",reason}``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from pydantic_settings import SettingsConfigDict
 from pipeline.crm.notify.replies import Notification, ReplySender, SendError, post_json
 from pipeline.envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from pipeline.media.fetch import Fetched, FetchFailed, MediaFetcher, MediaItem
-from pipeline.settings import Settings
 from pipeline.sources.base import InboundRequest, PushResult, PushSource, Rejected
 from pipeline.sources.common import normalise_phone
 from pipeline.sources.config import ChannelSettings
@@ -47,6 +49,8 @@ from pipeline.sources.config import ChannelSettings
 __all__ = ["WhatsAppCloudSource", "WhatsAppMediaFetcher", "WhatsAppReplySender", "WhatsAppSettings", "sign"]
 
 MEDIA_PREFIX = "whatsapp-media:"
+#: the text of a photo sent without a caption (docs/channels.md, "Messages without text")
+MEDIA_ONLY_TEXT = "(foto tanpa keterangan)"
 
 
 class WhatsAppSettings(ChannelSettings):
@@ -81,17 +85,14 @@ def _header(request: InboundRequest, name: str) -> str | None:
 class WhatsAppCloudSource(PushSource):
     channel: ClassVar[str] = "whatsapp"
     route: ClassVar[str] = "/v1/channels/whatsapp/webhook"
-
-    def __init__(self, settings: Settings, wa: WhatsAppSettings | None = None) -> None:
-        super().__init__(settings)
-        self.wa = wa or WhatsAppSettings.load(settings)  # validated; production refuses dev secrets
+    settings_model = WhatsAppSettings  # loaded into self.config: validated, masked, production-checked
 
     def handshake(self, request: InboundRequest) -> tuple[int, str] | None:
         token = request.query.get("hub.verify_token", "")
         challenge = request.query.get("hub.challenge", "")
         if request.query.get("hub.mode") != "subscribe" or not challenge.isalnum():
             return 400, "expected hub.mode=subscribe and a hub.challenge"
-        if not hmac.compare_digest(token.encode(), self.wa.verify_token.get_secret_value().encode()):
+        if not hmac.compare_digest(token.encode(), self.config.verify_token.get_secret_value().encode()):
             return 403, "hub.verify_token does not match"
         return 200, challenge
 
@@ -99,7 +100,7 @@ class WhatsAppCloudSource(PushSource):
         given = _header(request, "X-Hub-Signature-256")
         if not given:
             raise Rejected("missing X-Hub-Signature-256", status=401, code="unauthenticated")
-        expected = sign(self.wa.app_secret.get_secret_value(), request.body)
+        expected = sign(self.config.app_secret.get_secret_value(), request.body)
         if not hmac.compare_digest(given.strip().encode(), expected.encode()):
             raise Rejected("X-Hub-Signature-256 does not match the body", status=403, code="bad_signature")
 
@@ -122,10 +123,13 @@ class WhatsAppCloudSource(PushSource):
                 names = {
                     c.get("wa_id"): (c.get("profile") or {}).get("name") for c in value.get("contacts") or []
                 }
-                ignored += len(value.get("statuses") or [])
+                statuses = len(value.get("statuses") or [])
+                self.metrics.ignored(statuses, reason="status")
+                ignored += statuses
                 for message in value.get("messages") or []:
                     report = self._message(message, names)
                     if report is None:
+                        self.metrics.ignored(reason="message_type")
                         ignored += 1
                     else:
                         reports.append(report)
@@ -144,7 +148,7 @@ class WhatsAppCloudSource(PushSource):
             mime = image.get("mime_type") if isinstance(image.get("mime_type"), str) else None
             attachments.append(Attachment(url=MEDIA_PREFIX + image["id"], media_type=mime))
             body = image.get("caption") if isinstance(image.get("caption"), str) else None
-            body = body if body and body.strip() else "(foto tanpa teks)"
+            body = body if body and body.strip() else MEDIA_ONLY_TEXT  # a photo without a caption
         elif message.get("type") != "text":
             return None  # audio, stickers, locations, … are not reports in this example
         else:
@@ -174,17 +178,14 @@ class WhatsAppMediaFetcher(MediaFetcher):
     """Downloads a WhatsApp media id for the media stage (the media half of the plug-in contract)."""
 
     channel: ClassVar[str] = "whatsapp"
-
-    def __init__(self, settings: Settings, http: Any, wa: WhatsAppSettings | None = None) -> None:
-        super().__init__(settings, http)
-        self.wa = wa or WhatsAppSettings.load(settings)
+    settings_model = WhatsAppSettings
 
     async def fetch(self, item: MediaItem) -> Fetched:
         ref = item.attachment.url
         if not ref.startswith(MEDIA_PREFIX):
             raise FetchFailed(f"not a WhatsApp media id: {ref[:80]!r}", permanent=True)
-        auth = {"Authorization": f"Bearer {self.wa.access_token.get_secret_value()}"}
-        meta = await self.get(f"{self.wa.graph_base.rstrip('/')}/{ref.removeprefix(MEDIA_PREFIX)}", auth)
+        auth = {"Authorization": f"Bearer {self.config.access_token.get_secret_value()}"}
+        meta = await self.get(f"{self.config.graph_base.rstrip('/')}/{ref.removeprefix(MEDIA_PREFIX)}", auth)
         try:
             url = orjson.loads(meta.data)["url"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
