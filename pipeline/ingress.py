@@ -336,4 +336,7 @@ async def serve(host: str | None = None, port: int | None = None) -> None:
         await stop.wait()
         log.info("ingress stopping")
     finally:
-        await runner.cleanup()
+        try:  # a producer flushing to a dead broker must not hold the stop forever
+            await asyncio.wait_for(runner.cleanup(), timeout=15)
+        except TimeoutError:
+            log.error("ingress stop took longer than 15 s; leaving anyway")
