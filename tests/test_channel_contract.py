@@ -204,7 +204,10 @@ def test_the_metrics_handle_counts_ignored_updates_with_the_channel_label(probe_
     assert ignored() == before + 2
 
 
-def test_start_and_stop_hooks_run_around_the_ingress_and_secrets_stay_masked_in_its_log(iso, site):
+def test_start_and_stop_hooks_run_around_the_ingress_and_secrets_stay_masked_in_its_log(
+    iso, site, probe_ingress
+):
+    # probe_ingress: the topics exist (created with the channel installed)
     api = probe.BotApi(token="999:lifecycle")
     try:
         env = plugin_env(iso, site, CRM_PROBE_API_BASE=api.api_base)
