@@ -5,7 +5,8 @@
     triage batch ──(one small hit per report, keyed kota|category)──▶ <ns>.surge-hits.v1
         ──▶ agent "surge" ──▶ table "surge-state" (changelog <app>-surge-state-changelog)
                           └─▶ <ns>.alerts.v1 (keyed by surge id)
-    timer (CRM_SURGE_TICK_S) ──▶ open surges subside and close without new reports
+    timer (CRM_SURGE_TICK_S) ──({"tick": now}, one per owned partition)──▶ <ns>.surge-hits.v1
+        (open surges subside and close without new reports, in order behind the hits)
 
 The triage stage adds one ~150-byte record per triaged report to the records it already publishes
 in its batch: the report's own path to the store is untouched. Keying the hit by kota × category is
@@ -40,6 +41,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from prometheus_client import Counter, Histogram
 
 from .deadletter import DeadLetter, SourcePosition
@@ -109,55 +111,85 @@ class SurgeStage:
         self._partition[key] = partition
 
     # -------------------------------------------------------------------------------------- batch
-    async def process(self, table: Any, events: Sequence[Any]) -> list[SurgeRecord]:
-        """Apply a batch of hit events; returns the alerts it published."""
+    async def process(self, table: Any, events: Sequence[Any], partition_of: Any = None) -> list[SurgeRecord]:
+        """Apply a batch of hit and clock events; returns the alerts it published."""
         await self.start()
         async with self.lock:
             with SURGE_BATCH.time():
                 records: list[SurgeRecord] = []
                 touched: dict[bytes, tuple[GroupState, int]] = {}
                 for event in events:
+                    partition = event.message.partition
+                    value = event.value or b""
+                    if value[:1] == b"{":  # the clock: {"tick": epoch seconds}
+                        try:
+                            now = float(orjson.loads(value)["tick"])
+                        except Exception as exc:
+                            await self._dead_letter(
+                                event, f"not a surge clock tick: {exc}"[:2000], "bad_tick"
+                            )
+                            continue
+                        records.extend(self._tick(table, partition, now, touched, partition_of))
+                        continue
                     try:
-                        hit = Hit.loads(event.value)
+                        hit = Hit.loads(value)
                     except Exception as exc:  # a hit this worker did not write, or a bug: keep it
                         await self._dead_letter(event, f"not a surge hit: {exc}"[:2000])
                         continue
                     key = hit.group_key.encode()
                     state = touched[key][0] if key in touched else self.state(table, key)
                     records.extend(self.detector.observe(state, hit))
-                    touched[key] = (state, event.message.partition)
+                    touched[key] = (state, partition)
                     SURGE_HITS.inc()
             await self._publish(records)
             for key, (state, partition) in touched.items():
                 self.put(table, key, state, partition)
         return records
 
-    async def tick(
-        self, table: Any, assigned: set[int], partition_of: Any, now: float | None = None
+    def _tick(
+        self,
+        table: Any,
+        partition: int,
+        now: float,
+        touched: dict[bytes, tuple[GroupState, int]],
+        partition_of: Any,
     ) -> list[SurgeRecord]:
-        """Move the clock of every open surge on this worker's partitions (none arrives otherwise)."""
-        await self.start()
-        now = time.time() if now is None else now
-        async with self.lock:
-            records: list[SurgeRecord] = []
-            touched: list[tuple[bytes, GroupState, int]] = []
-            for key in list(table.data.keys()):
-                partition = self._partition.get(key)
-                if partition is None:
-                    partition = self._partition[key] = partition_of(key)
-                if partition not in assigned:
-                    continue
-                state = self.state(table, key)
-                if not state.incidents:
-                    continue
-                out = self.detector.advance(state, now)
-                if out:
-                    records.extend(out)
-                    touched.append((key, state, partition))
-            await self._publish(records)
-            for key, state, partition in touched:
-                self.put(table, key, state, partition)
+        """Open surges of one partition see the clock move on (reports no longer needed to close)."""
+        records: list[SurgeRecord] = []
+        for key in list(table.data.keys()):
+            p = self._partition.get(key)
+            if p is None:
+                p = self._partition[key] = partition_of(key) if partition_of else -1
+            if p != partition:
+                continue
+            state = touched[key][0] if key in touched else self.state(table, key)
+            if not state.incidents:
+                continue
+            out = self.detector.advance(state, now)
+            if out:
+                records.extend(out)
+                touched[key] = (state, partition)
         return records
+
+    async def send_ticks(self, partitions: set[int], now: float | None = None) -> None:
+        """The clock as records on the hits topic, one per partition this worker owns.
+
+        A tick is applied in order behind the hits already on its partition, so a worker catching
+        up after an outage never closes a surge on the wall clock before it has counted the reports
+        that arrived meanwhile; and a replay after a crash replays the same ticks, so it makes the
+        same decisions."""
+        await self.start()
+        assert self.publisher is not None
+        value = orjson.dumps({"tick": round(time.time() if now is None else now, 3)})
+        producer = self.publisher.producer
+        try:
+            futures = [
+                await producer.send(self.topics.surge_hits, value=value, partition=p)
+                for p in sorted(partitions)
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=self.settings.produce_timeout_s)
+        except Exception as exc:  # the next tick will do
+            log.warning("surge clock tick not sent: %s", exc)
 
     # ------------------------------------------------------------------------------------- output
     async def _publish(self, records: list[SurgeRecord]) -> None:
@@ -239,15 +271,6 @@ def wire_surge(app: Any, settings: Settings) -> SurgeStage:
     )
     hits = app.topic(topics.surge_hits, key_type=bytes, value_type=bytes)
 
-    @app.agent(hits, name="surge", concurrency=1)
-    async def surge(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(
-            settings.surge_batch_size, within=settings.surge_batch_within_s
-        ):
-            await stage.process(table, events)
-            for event in events:
-                await stream.ack(event)
-
     from aiokafka.partitioner import DefaultPartitioner
 
     partitioner = DefaultPartitioner()
@@ -258,13 +281,22 @@ def wire_surge(app: Any, settings: Settings) -> SurgeStage:
         every = list(range(n))
         return partitioner(key, every, every)
 
+    @app.agent(hits, name="surge", concurrency=1)
+    async def surge(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(
+            settings.surge_batch_size, within=settings.surge_batch_within_s
+        ):
+            await stage.process(table, events)
+            for event in events:
+                await stream.ack(event)
+
     @app.timer(interval=settings.surge_tick_s)
     async def surge_clock() -> None:
-        if app.rebalancing or getattr(app, "in_recovery", False):
-            return  # the table is being handed over: the next tick will do
+        if app.rebalancing:
+            return  # partitions are moving: the next tick will do
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.surge_hits}
         if assigned:
-            await stage.tick(table, assigned, partition_of)
+            await stage.send_ticks(assigned)
 
     from .surge_store import SurgeStore
 
