@@ -1,5 +1,6 @@
 """``crm-pipeline surge``: fit the baseline, replay history offline, look at the live surges.
 
+* ``surge run``: a surge worker (the Faust app of ``pipeline/surge_stage.py``), beside the triage workers.
 * ``surge fit HISTORY.csv --id-column C --text-column C --location-column C --time-column C
   [--category-column C] [--out FILE]`` (or ``surge fit --from-store [--days N]``): the expected rates
   per place × category and hour of the week, for ``CRM_SURGE_BASELINE``.
@@ -50,6 +51,9 @@ def add_surge_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         )
         q.add_argument("--model", help="trained classifier (default: the built-in lexicon classifier)")
 
+    q = sub.add_parser("run", help="run a surge worker: counts, the detector and the alerts (Faust)")
+    q.add_argument("--loglevel", default="info")
+
     q = sub.add_parser("fit", help="learn expected rates per place, category and hour of the week")
     q.add_argument("input", nargs="?", help="CSV of past reports (or --from-store)")
     csv_options(q, required=False)
@@ -82,6 +86,11 @@ def add_surge_command(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 def surge_main(args: argparse.Namespace) -> int:
     action = args.surge_action
+    if action == "run":
+        from .surge_stage import run_surge_worker
+
+        run_surge_worker(loglevel=args.loglevel)
+        return EXIT_OK
     if action == "fit":
         return fit_main(args)
     if action == "replay":

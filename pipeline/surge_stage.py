@@ -116,35 +116,43 @@ class SurgeStage:
         await self.start()
         async with self.lock:
             with SURGE_BATCH.time():
-                records: list[SurgeRecord] = []
-                touched: dict[bytes, tuple[GroupState, int]] = {}
-                for event in events:
-                    partition = event.message.partition
-                    value = event.value or b""
-                    if value[:1] == b"{":  # the clock: {"tick": epoch seconds}
-                        try:
-                            now = float(orjson.loads(value)["tick"])
-                        except Exception as exc:
-                            await self._dead_letter(
-                                event, f"not a surge clock tick: {exc}"[:2000], "bad_tick"
-                            )
-                            continue
-                        records.extend(self._tick(table, partition, now, touched, partition_of))
-                        continue
-                    try:
-                        hit = Hit.loads(value)
-                    except Exception as exc:  # a hit this worker did not write, or a bug: keep it
-                        await self._dead_letter(event, f"not a surge hit: {exc}"[:2000])
-                        continue
-                    key = hit.group_key.encode()
-                    state = touched[key][0] if key in touched else self.state(table, key)
-                    records.extend(self.detector.observe(state, hit))
-                    touched[key] = (state, partition)
-                    SURGE_HITS.inc()
+                records, touched, bad = self.apply(table, events, partition_of)
+            for event, reason, code in bad:
+                await self._dead_letter(event, reason, code)
             await self._publish(records)
             for key, (state, partition) in touched.items():
                 self.put(table, key, state, partition)
         return records
+
+    def apply(
+        self, table: Any, events: Sequence[Any], partition_of: Any = None
+    ) -> tuple[list[SurgeRecord], dict[bytes, tuple[GroupState, int]], list[tuple[Any, str, str]]]:
+        """The CPU half of a batch: (records, touched states with their partitions, bad events)."""
+        records: list[SurgeRecord] = []
+        touched: dict[bytes, tuple[GroupState, int]] = {}
+        bad: list[tuple[Any, str, str]] = []
+        for event in events:
+            partition = event.message.partition
+            value = event.value or b""
+            if value[:1] == b"{":  # the clock: {"tick": epoch seconds}
+                try:
+                    now = float(orjson.loads(value)["tick"])
+                except Exception as exc:
+                    bad.append((event, f"not a surge clock tick: {exc}"[:2000], "bad_tick"))
+                    continue
+                records.extend(self._tick(table, partition, now, touched, partition_of))
+                continue
+            try:
+                hit = Hit.loads(value)
+            except Exception as exc:  # a hit this worker did not write, or a bug: keep it
+                bad.append((event, f"not a surge hit: {exc}"[:2000], "bad_hit"))
+                continue
+            key = hit.group_key.encode()
+            state = touched[key][0] if key in touched else self.state(table, key)
+            records.extend(self.detector.observe(state, hit))
+            touched[key] = (state, partition)
+            SURGE_HITS.inc()
+        return records, touched, bad
 
     def _tick(
         self,
@@ -256,7 +264,7 @@ async def store_until_done(store: Any, records: list[SurgeRecord]) -> None:
 
 
 def wire_surge(app: Any, settings: Settings) -> SurgeStage:
-    """The surge agent, its table and its clock on a Faust app (the worker's)."""
+    """The surge agent, its table, its clock and the alerts agent on a Faust app."""
     import faust
 
     topics = Topics(settings.topic_namespace)
@@ -325,3 +333,43 @@ def wire_surge(app: Any, settings: Settings) -> SurgeStage:
     app.surge = stage
     app.surge_table = table
     return stage
+
+
+def create_surge_app(settings: Settings) -> Any:
+    """The surge detector's own Faust app (consumer group ``<CRM_WORKER_APP_ID>-surge``).
+
+    Not in the triage worker's app: a Faust app with a table stops all its agents while it restores
+    the table after a rebalance, and the reports' own path to the store must never wait for that."""
+    import faust
+
+    from .security import faust_broker_kwargs
+
+    app = faust.App(
+        f"{settings.worker_app_id}-surge",
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        web_enabled=False,
+        **faust_broker_kwargs(settings),
+    )
+    wire_surge(app, settings)
+    return app
+
+
+def run_surge_worker(loglevel: str = "info") -> None:
+    """``crm-pipeline surge run``: one surge worker (never more than the hits topic's partitions)."""
+    import faust
+
+    from .settings import get_settings
+    from .worker import prepare
+
+    settings = get_settings()
+    asyncio.run(prepare(settings))
+    app = create_surge_app(settings)
+    faust.Worker(app, loglevel=loglevel, override_logging=False).execute_from_commandline()

@@ -334,10 +334,6 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
             if finishing is not None and not finishing.done():
                 finishing.cancel()
 
-    if settings.surge_enabled:  # issue #17: counts per place x category, surges on the alerts topic
-        from .surge_stage import wire_surge
-
-        wire_surge(app, settings)
     app.stages = stages  # type: ignore[attr-defined]
     return app, stages
 

@@ -55,7 +55,7 @@ def test_windows_parse_and_refuse_nonsense():
 
 
 def test_ring_counts_slide():
-    windows = (900, 3600, 21600)
+    windows = (60, 240, 1440)  # slot sizes of the 15 min, 1 h and 6 h windows
     ring = Ring()
     for k in range(10):
         ring.add(T0 + k * 60, T0 + k * 60, windows)

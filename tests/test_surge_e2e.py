@@ -1,5 +1,6 @@
-"""A flood surge through the real stack: JAKI posts → ingress → Kafka → worker (triage, surge agent,
-its Faust table) → ``<ns>.alerts.v1``: opened once, redeliveries not counted, then closed by the clock."""
+"""A flood surge through the real stack: JAKI posts → ingress → Kafka → worker (triage, a hit per
+report) → surge worker (its Faust table) → ``<ns>.alerts.v1`` → the CRM store and the outbox: opened
+once, redeliveries not counted, then closed by the clock."""
 
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ def surge_space(stack):
     space.env.update({"CRM_SURGE_WINDOWS": WINDOWS, "CRM_SURGE_TICK_S": "1"})
     space.create_database()
     with harness.running_pipeline(space) as url:
-        yield space, url
+        surge = harness.Process("surge", ["surge", "run", "--loglevel", "warning"], space.env)
+        try:
+            yield space, url
+        finally:
+            surge.stop()
     space.drop_database()
 
 

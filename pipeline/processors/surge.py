@@ -36,6 +36,7 @@ Every change is a :class:`SurgeRecord` with a ``seq`` that grows by one; consume
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
@@ -65,10 +66,13 @@ LEVELS = ("kelurahan", "kecamatan", "kota")
 CONCENTRATION = 0.75
 GROW_FACTOR, GROW_MIN = 1.5, 3
 SUBSIDE_RATIO = 0.5
-SEEN_MAX = 2048  # report ids remembered per kota × category (6 bytes each)
-RECENT_MAX = 120  # latest reports kept per kota × category to seed a new surge's report ids
-RECORD_IDS_MAX = 200  # report ids a record carries (the first ones; report_count has the total)
-CASES_MAX = 100
+#: report ids remembered per kota × category (6-byte digests): a report counted once is never counted
+#: again within the last SEEN_MAX reports of its kota and category (all of them for hours at the real
+#: volume; at least the last minute at the benchmark's 1,000 reports/s)
+SEEN_MAX = 1024
+RECENT_MAX = 48  # latest reports kept per kota × category to seed a new surge's report ids
+RECORD_IDS_MAX = 100  # report ids a record carries (the first ones; report_count has the total)
+CASES_MAX = 50
 WIB_S = 7 * 3600
 LN10 = math.log(10)
 
@@ -557,18 +561,25 @@ class Ring:
                 s[i] = 0
         self.heads[w] = slot_no
 
-    def add(self, at: float, now: float, windows: Sequence[int]) -> None:
-        for w, size in enumerate(windows):
-            slot = size // SLOTS
-            self._advance(w, int(now // slot))
+    def add(self, at: float, now: float, slot_s: Sequence[int]) -> None:
+        """Count one report made at ``at`` (``now`` >= every earlier ``now``; ``slot_s``: slot sizes)."""
+        heads, totals = self.heads, self.totals
+        for w in range(len(slot_s)):
+            slot = slot_s[w]
+            cur = int(now // slot)
+            if cur != heads[w]:
+                self._advance(w, cur)
             k = int(at // slot)
-            if k > self.heads[w] - (SLOTS + 1):
+            if k > cur - (SLOTS + 1):
                 self.slots[w][k % (SLOTS + 1)] += 1
-                self.totals[w] += 1
+                totals[w] += 1
 
-    def counts(self, now: float, windows: Sequence[int]) -> list[int]:
-        for w, size in enumerate(windows):
-            self._advance(w, int(now // (size // SLOTS)))
+    def counts(self, now: float, slot_s: Sequence[int]) -> list[int]:
+        heads = self.heads
+        for w in range(len(slot_s)):
+            cur = int(now // slot_s[w])
+            if cur != heads[w]:
+                self._advance(w, cur)
         return list(self.totals)
 
     @staticmethod
@@ -659,7 +670,7 @@ class GroupState:
                 "now": self.now,
                 "r": {c: r.to_list() for c, r in self.rings.items()},
                 "rc": list(self.recent),
-                "s": b"".join(self.seen).hex(),
+                "s": base64.b64encode(b"".join(self.seen)).decode(),
                 "i": [vars(i) for i in self.incidents],
                 "st": self.settled,
                 "pr": self.pruned,
@@ -670,7 +681,7 @@ class GroupState:
     @classmethod
     def loads(cls, data: bytes) -> GroupState:
         d = orjson.loads(data)
-        raw = bytes.fromhex(d["s"])
+        raw = base64.b64decode(d["s"])
         state = cls(
             key=d["k"],
             now=float(d["now"]),
@@ -780,9 +791,11 @@ class SurgeDetector:
         self.config = config or SurgeConfig.load()
         self.baseline = baseline or Baseline()
         self.windows = self.config.windows
+        self.slot_s = tuple(w // SLOTS for w in self.windows)
         self.labels = self.config.labels
         self._router = load_router()
         self._expected_cache: dict[tuple[str, str, int, int], float] = {}
+        self._who_cache: dict[tuple[str, str], tuple[str | None, str | None, list[str]]] = {}
 
     def new_state(self, key: str) -> GroupState:
         return GroupState(key=key)
@@ -831,14 +844,14 @@ class SurgeDetector:
 
     def _place(self, state: GroupState, code: str, w: int, now: float) -> str:
         """The smallest region within ``code`` holding CONCENTRATION of its window-``w`` reports."""
-        total = state.rings[code].counts(now, self.windows)[w]
+        total = state.rings[code].counts(now, self.slot_s)[w]
         place = code
         while level_of(place) != "kelurahan":
             prefix = place + "."
             best, best_n = None, 0
             for c, ring in state.rings.items():
                 if c.startswith(prefix) and c.count(".") == place.count(".") + 1:
-                    n = ring.counts(now, self.windows)[w]
+                    n = ring.counts(now, self.slot_s)[w]
                     if n > best_n:
                         best, best_n = c, n
             if best is None or best_n < CONCENTRATION * total:
@@ -864,20 +877,26 @@ class SurgeDetector:
         for code in codes:
             ring = state.rings.get(code)
             if ring is None:
-                ring = state.rings[code] = Ring(len(self.windows))
-            ring.add(hit.at, now, self.windows)
+                ring = state.rings[code] = Ring(len(self.slot_s))
+            ring.add(hit.at, now, self.slot_s)
         state.recent.append((hit.report_id, hit.at, codes[0], hit.case_id))
         records: list[SurgeRecord] = []
-        touched = [inc for inc in state.incidents if inc.contains(codes[0])]
+        incidents = state.incidents
+        touched = [inc for inc in incidents if inc.contains(codes[0])] if incidents else []
         for inc in touched:
             inc.attach(hit.report_id, hit.case_id)
         category = state.category
         rule = self.config.rule(category)
         changed: set[str] = set()
         for code in reversed(codes):  # kota first: a wide surge takes the narrower ones in
-            if any(i.contains(code) for i in state.incidents):
-                continue  # already inside an open surge: nothing to open or widen
-            counts = state.rings[code].counts(now, self.windows)
+            inside = False
+            for i in incidents:
+                if i.contains(code):
+                    inside = True  # already inside an open surge: nothing to open or widen
+                    break
+            if inside:
+                continue
+            counts = state.rings[code].counts(now, self.slot_s)
             if max(counts) < rule.min_count:
                 continue
             _, w = self._fires(code, counts, rule, category, now, state)
@@ -920,7 +939,7 @@ class SurgeDetector:
     # -- state machine
     def _count(self, state: GroupState, code: str, w: int, now: float) -> int:
         ring = state.rings.get(code)
-        return ring.counts(now, self.windows)[w] if ring is not None else 0
+        return ring.counts(now, self.slot_s)[w] if ring is not None else 0
 
     def _open(self, state: GroupState, place: str, w: int, hit: Hit, now: float) -> Incident:
         sid = str(uuid.uuid5(SURGE_ID_NAMESPACE, f"{state.category}|{place}|{hit.report_id}"))
@@ -949,10 +968,10 @@ class SurgeDetector:
     def _settle(self, state: GroupState, now: float, rule: CategoryRule) -> list[SurgeRecord]:
         out = []
         for inc in list(state.incidents):
-            counts = state.rings[inc.code].counts(now, self.windows) if inc.code in state.rings else [0, 0, 0]
+            counts = state.rings[inc.code].counts(now, self.slot_s) if inc.code in state.rings else [0, 0, 0]
             scores = [
                 poisson_score(counts[w], self._expected(inc.code, state.category, rule, w, now))
-                for w in range(len(self.windows))
+                for w in range(len(self.slot_s))
             ]
             calm = max(scores[0], scores[1], scores[inc.window]) < rule.close_score
             if calm:
@@ -971,8 +990,8 @@ class SurgeDetector:
         inc.seq += 1
         category = state.category
         rule = self.config.rule(category)
-        counts = state.rings[inc.code].counts(now, self.windows) if inc.code in state.rings else [0] * 3
-        expected = [self._expected(inc.code, category, rule, w, now) for w in range(len(self.windows))]
+        counts = state.rings[inc.code].counts(now, self.slot_s) if inc.code in state.rings else [0] * 3
+        expected = [self._expected(inc.code, category, rule, w, now) for w in range(len(self.slot_s))]
         w = inc.window
         inc.last_count = counts[w]
         place = place_of(inc.code)
@@ -980,7 +999,7 @@ class SurgeDetector:
         wp = max(w, 1)  # the breakdown over at least the middle window: still telling while subsiding
         kel_counts = sorted(
             (
-                (ring.counts(now, self.windows)[wp], c)
+                (ring.counts(now, self.slot_s)[wp], c)
                 for c, ring in state.rings.items()
                 if c.count(".") == 3 and (c == inc.code or c.startswith(inc.code + "."))
             ),
@@ -1037,6 +1056,13 @@ class SurgeDetector:
         )
 
     def _who(self, category: str, place: PlaceName) -> tuple[str | None, str | None, list[str]]:
+        key = (category, place.code)
+        found = self._who_cache.get(key)
+        if found is None:
+            found = self._who_cache[key] = self._route(category, place)
+        return found[0], found[1], list(found[2])
+
+    def _route(self, category: str, place: PlaceName) -> tuple[str | None, str | None, list[str]]:
         from ..envelope import Region
 
         region = Region(
@@ -1060,7 +1086,7 @@ class SurgeDetector:
         longest = self.windows[-1]
         if now - state.pruned >= self.windows[0]:
             state.pruned = now
-            for code in [c for c, r in state.rings.items() if r.counts(now, self.windows)[-1] == 0]:
+            for code in [c for c, r in state.rings.items() if r.counts(now, self.slot_s)[-1] == 0]:
                 if not any(i.code == code for i in state.incidents):
                     del state.rings[code]
         while state.recent and state.recent[0][1] < now - longest:

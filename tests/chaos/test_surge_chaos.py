@@ -5,10 +5,11 @@ The load is the event itself: ``EVENT_REPORTS`` JAKI flood reports from inside t
 kelurahan of Jatinegara (Kampung Melayu, Bali Mester, Bidara Cina) at 10 a second, 5 % of them sent a
 second time, straight onto the ingest topic (stamped when sent). Timeline:
 
-1. worker w0 alone; the surge opens after the first few reports;
-2. ``kill -9`` of w0 while the event goes on (its table state and offsets as they were);
-3. w1 starts: it takes every partition and restores the surge state from the changelog;
-4. w0 starts again: a second rebalance splits the partitions between the two.
+1. one triage worker (w0) and one surge worker (s0); the surge opens after the first few reports;
+2. ``kill -9`` of both while the event goes on (the surge table state and offsets as they were; the
+   triage batch in flight is triaged again, so some hits reach the surge stage twice); w0 restarts;
+3. surge worker s1 starts: it takes every partition and restores the surge state from the changelog;
+4. s0 starts again: a second rebalance splits the partitions between the two.
 
 The windows are shrunk (:data:`WINDOWS`) so that the surge also subsides and closes within the test.
 Then, once every report is stored and the surge closed: one surge id for the flood (records of it
@@ -99,6 +100,12 @@ def store_rows(space: c.Space, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
+def start_surge(space: c.Space, name: str) -> None:
+    proc = c.Process(f"chaos-{space.name}-{name}", ["surge", "run", "--loglevel", "warning"], space.env)
+    space.procs.append(proc)
+    space.workers[name] = proc  # kill_worker finds it
+
+
 async def faults(space: c.Space, progress: dict[str, int], marks: list[str]) -> None:
     async def until_sent(n: int) -> None:
         while progress["sent"] < n:  # noqa: ASYNC110 - polling the sender's counter is the point
@@ -106,14 +113,16 @@ async def faults(space: c.Space, progress: dict[str, int], marks: list[str]) -> 
 
     await until_sent(200)
     opened = await asyncio.to_thread(store_rows, space, "SELECT count(*) FROM surges")
-    marks.append(f"kill -9 w0 after {progress['sent']} reports sent (surges in the store: {opened[0][0]})")
+    marks.append(f"kill -9 w0 and s0 after {progress['sent']} reports sent (surges stored: {opened[0][0]})")
     space.kill_worker("w0")
+    space.kill_worker("s0")
     await asyncio.sleep(3)
-    space.start_worker("w1")
-    marks.append(f"w1 started at {progress['sent']} reports")
-    await until_sent(450)
     space.start_worker("w0")
-    marks.append(f"w0 started again at {progress['sent']} reports (rebalance w0 + w1)")
+    start_surge(space, "s1")
+    marks.append(f"w0 restarted, surge worker s1 started at {progress['sent']} reports")
+    await until_sent(450)
+    start_surge(space, "s0")
+    marks.append(f"s0 started again at {progress['sent']} reports (rebalance s0 + s1)")
 
 
 def test_flood_surge_survives_kill_and_rebalances_once(private_stack):
@@ -128,6 +137,7 @@ def test_flood_surge_survives_kill_and_rebalances_once(private_stack):
     try:
         space.prepare()
         space.start_worker("w0")
+        start_surge(space, "s0")
         tag = space.tag
         progress = {"sent": 0}
 
