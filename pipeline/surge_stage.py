@@ -1,12 +1,14 @@
-"""The surge stage of the worker: hits in, surge state in a Faust table, alerts out (issue #17).
+"""The surge stage: hits in, surge state in a Faust table, alerts out (issue #17; docs/surges.md).
 
 ::
 
-    triage batch ──(one small hit per report, keyed kota|category)──▶ <ns>.surge-hits.v1
-        ──▶ agent "surge" ──▶ table "surge-state" (changelog <app>-surge-state-changelog)
-                          └─▶ <ns>.alerts.v1 (keyed by surge id)
-    timer (CRM_SURGE_TICK_S) ──({"tick": now}, one per owned partition)──▶ <ns>.surge-hits.v1
-        (open surges subside and close without new reports, in order behind the hits)
+    triage worker ──(one small hit per report, keyed kota|category)──▶ <ns>.surge-hits.v1
+        ──▶ surge worker (`crm-pipeline surge run`, Faust app <CRM_WORKER_APP_ID>-surge)
+              agent "surge" ──▶ table "surge-state" (changelog <app>-surge-state-changelog)
+                            └─▶ <ns>.alerts.v1 (keyed by surge id)
+              agent "surge-alerts" ──▶ CRM store (surges, surge_changes) + the agencies' outbox rows
+              timer (CRM_SURGE_TICK_S) ──({"tick": now}, one per owned partition)──▶ <ns>.surge-hits.v1
+                  (open surges subside and close without new reports, in order behind the hits)
 
 The triage stage adds one ~150-byte record per triaged report to the records it already publishes
 in its batch: the report's own path to the store is untouched. Keying the hit by kota × category is
@@ -14,7 +16,9 @@ the repartition: every kelurahan, kecamatan and the kota itself of one category 
 so one table value (:class:`~pipeline.processors.surge.GroupState`) holds everything a decision needs,
 and a surge that spreads from a kelurahan to its kecamatan stays one surge. (Faust's ``group_by``
 would do the same with a second hop: the worker would consume every report a second time, forward it
-and consume it again, several times the CPU this stage may spend; see docs/runbook.md.)
+and consume it again, several times the CPU this stage may spend.) The surge worker is its own app and
+process: a Faust app with a table pauses all its agents while it restores the table after a rebalance,
+and the reports' path to the store must not wait for that.
 
 Delivery is at-least-once with idempotent effects, as in the triage stage. Per batch:
 
@@ -366,10 +370,12 @@ def run_surge_worker(loglevel: str = "info") -> None:
     """``crm-pipeline surge run``: one surge worker (never more than the hits topic's partitions)."""
     import faust
 
+    from .ops.telemetry import start_worker_telemetry
     from .settings import get_settings
     from .worker import prepare
 
     settings = get_settings()
     asyncio.run(prepare(settings))
+    start_worker_telemetry(settings)  # /metrics /healthz /readyz on CRM_WORKER_METRICS_PORT (0 = off)
     app = create_surge_app(settings)
     faust.Worker(app, loglevel=loglevel, override_logging=False).execute_from_commandline()

@@ -127,7 +127,7 @@ async def faults(space: c.Space, progress: dict[str, int], marks: list[str]) -> 
 
 def test_flood_surge_survives_kill_and_rebalances_once(private_stack):
     space = c.Space(
-        "6-surge",
+        "7-surge",
         private_stack.env(),
         CRM_SURGE_WINDOWS=WINDOWS,
         CRM_SURGE_TICK_S="2",
@@ -162,7 +162,7 @@ def test_flood_surge_survives_kill_and_rebalances_once(private_stack):
 
         ids = asyncio.run(run())
         for m in marks:
-            c.log(f"6-surge: {m}")
+            c.log(f"7-surge: {m}")
         assert store_rows(space, "SELECT count(*) FROM reports")[0][0] == len(ids) == EVENT_REPORTS
 
         records = asyncio.run(c.read_topics(space.env["CRM_KAFKA_BOOTSTRAP"], [space.topics.alerts]))
@@ -173,7 +173,7 @@ def test_flood_surge_survives_kill_and_rebalances_once(private_stack):
         for a in flood:
             by_seq[(a["surge_id"], a["seq"])].add(a["state"])
         c.log(
-            f"6-surge: {len(flood)} alert records, {len(by_seq)} distinct changes, surge ids {surge_ids}; "
+            f"7-surge: {len(flood)} alert records, {len(by_seq)} distinct changes, surge ids {surge_ids}; "
             f"states {[sorted(s) for _, s in sorted(by_seq.items(), key=lambda kv: kv[0][1])]}"
         )
         assert len(surge_ids) == 1, flood  # raised once, not again after the kill or a rebalance
