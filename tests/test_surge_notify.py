@@ -73,7 +73,7 @@ def test_records_stored_once_and_each_agency_mailed_once_per_change(iso):
 
 
 def test_an_agency_without_an_address_is_a_failed_row_not_a_guess(iso):
-    records = flood_records()[:1]
+    records = flood_records()  # to the end: no surge is left open for the session's other tests
     settings = iso.settings(surge_notify_addresses="{}", surge_notify_address_template="")
 
     async def go():
@@ -87,7 +87,8 @@ def test_an_agency_without_an_address_is_a_failed_row_not_a_guess(iso):
 
     result = asyncio.run(go())
     rows = iso.query(
-        "SELECT agency, state, last_error FROM notify.outbox WHERE surge_id = %s ORDER BY agency",
+        "SELECT agency, state, last_error FROM notify.outbox WHERE surge_id = %s AND to_status = 'opened' "
+        "ORDER BY agency",
         (records[0].surge_id,),
     )
     assert [(a, s) for a, s, _ in rows] == [
