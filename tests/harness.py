@@ -119,10 +119,11 @@ class Process:
 
 
 @contextmanager
-def running_pipeline(iso: Isolated, workers: int = 1) -> Iterator[str]:
-    """Ingress and worker(s) as real processes; yields the ingress base URL."""
+def running_pipeline(iso: Isolated, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Ingress and worker(s) as real processes; yields the ingress base URL. ``env``: more variables
+    (``PYTHONPATH`` with a channel package, say)."""
     port = free_port()
-    env = {**iso.env, "CRM_INGRESS_PORT": str(port)}
+    env = {**iso.env, **(env or {}), "CRM_INGRESS_PORT": str(port)}
     for step in (["topics", "create"], ["store", "migrate"]):
         subprocess.run(
             [sys.executable, "-m", "pipeline", *step],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import orjson
-from crm_whatsapp_channel import WhatsAppCloudSource, WhatsAppSettings, sign
+from crm_whatsapp_channel import MEDIA_ONLY_TEXT, WhatsAppCloudSource, WhatsAppSettings, sign
 
 from pipeline.settings import Settings
 from pipeline.sources.conformance import HttpCall, PushConformance
@@ -72,3 +72,15 @@ def test_sender_is_normalised_and_statuses_are_not_reports():
     assert (
         r.contact.phone == "+6281234567890" and r.contact.name == "Budi" and result.response["ignored"] == 1
     )
+
+
+def test_a_photo_without_caption_is_a_report_and_statuses_are_counted_as_ignored():
+    src = WhatsAppCloudSource(Settings(env="test"))
+    payload = webhook("wamid.photo1", "unused")
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["text"]
+    message.update(type="image", image={"id": "1234567890", "mime_type": "image/jpeg"})
+    before = src.metrics.value("ignored", reason="status")
+    [r] = src.parse(signed(payload).inbound()).reports
+    assert r.text == MEDIA_ONLY_TEXT and r.attachments[0].url == "whatsapp-media:1234567890"
+    assert src.metrics.value("ignored", reason="status") == before + 1  # the "read" receipt beside it
