@@ -100,3 +100,41 @@ def test_the_package_imports_no_demo_or_test_code():
         if d.split(".")[0] in {"demo", "tests", "bench", "examples"} or d.startswith("crm_chaos_hooks")
     }
     assert offending == set()
+
+
+def _readme_tree() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("```\npipeline/")
+    return text[start + 4 : text.index("```", start + 4)]
+
+
+def test_the_readmes_architecture_tree_matches_the_repository():
+    """Every tracked module and package of ``pipeline/`` (and of its sources/ and crm/, which the tree
+    opens), every top-level directory, is named in README's tree; everything it names exists."""
+    import re
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    named: set[str] = set()
+    for line in _readme_tree().splitlines():
+        column = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]  # the name column, before the text
+        named |= {n.strip() for n in column.split(",") if n.strip() and not n.strip().startswith("`")}
+
+    def entries(prefix: str) -> set[str]:
+        out = set()
+        for path in tracked:
+            if path.startswith(prefix):
+                first, _, rest = path.removeprefix(prefix).partition("/")
+                out.add(f"{first}/" if rest else first)
+        return {e for e in out if e != "__init__.py" and not e.startswith(("__pycache__", "."))}
+
+    want = entries("pipeline/") | entries("pipeline/sources/") | entries("pipeline/crm/")
+    want |= {e for e in entries("") if e.endswith("/")} | {".ci/"}  # .ci/ is hidden, named all the same
+    missing = sorted(e for e in want if e not in named and not any(n.startswith(e) for n in named))
+    assert not missing, f"README's architecture tree does not name: {missing}"
+    files = {Path(p).name for p in tracked} | set(tracked)
+    dirs = {part + "/" for p in tracked for part in Path(p).parts[:-1]}
+    ghosts = sorted(n for n in named if n not in files and n not in dirs)
+    assert not ghosts, f"README's architecture tree names what does not exist: {ghosts}"
