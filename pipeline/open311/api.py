@@ -140,15 +140,12 @@ def public_fields(row: dict[str, Any], media_base: str = "") -> dict[str, Any]:
 
 
 def _media_url(row: dict[str, Any], media_base: str) -> str | None:
-    """Our public copy once stored; before that, only an Open311 submitter's own URL (already public,
-    published by the integrator). Other channels' URLs can carry a provider's signature or the EXIF."""
+    """Only ever our EXIF-free public copy, once the media stage stored it: a sender's own URL can carry
+    a provider's signature or the EXIF (an officer sees it among the private ``media_urls``)."""
     from ..media.urls import public_path
 
     if row.get("media_public_key"):
         return media_base + public_path(row["media_public_key"])
-    attachments = row.get("attachments") or []
-    if row.get("channel") == "open311" and attachments:
-        return attachments[0].get("url")
     return None
 
 
