@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_command  # benchmark of issue #5
 
     add_bench_command(add)
+    from .crm.cases_cli import add_cases_command  # cases quality (issue #23)
+
+    add_cases_command(add)
     from .surge_cli import add_surge_command  # surges (issue #17)
 
     add_surge_command(add)

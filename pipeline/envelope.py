@@ -125,6 +125,16 @@ class Triage(_Model):
     route_reason: str | None = None
     routed_to: str | None = Field(None, description="'agency', 'triage' (needs a person)")
     case_id: str | None = None
+    case_recurs: str | None = Field(
+        None,
+        description="the closed case of this problem's previous occurrence, when this report opened a case",
+    )
+    case_occurrence: int | None = Field(
+        None, ge=1, description="which occurrence of a recurring problem the case is"
+    )
+    case_candidates: list[str] | None = Field(
+        None, description="open cases that may be the same problem, for an officer to merge"
+    )
     expected_by: datetime | None = None
     processed_at: datetime | None = None
 

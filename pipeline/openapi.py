@@ -716,6 +716,7 @@ def _ops_paths() -> dict[str, Any]:
 def _document() -> bytes:
     schemas: dict[str, Any] = {**_open311_schemas(), **_ingress_schemas()}
     _officer_schemas(schemas)
+    from .crm.cases_contract import openapi_paths as case_paths  # issue #23
     from .media.contract import openapi_paths as media_paths  # issue #21
 
     paths = {
@@ -723,6 +724,7 @@ def _document() -> bytes:
         **_open311_paths(schemas),
         **_officer_paths(),
         **media_paths(),
+        **case_paths(),
         **_ops_paths(),
     }
     doc = {
@@ -741,7 +743,7 @@ def _document() -> bytes:
         "tags": [
             {"name": "ingress", "description": "push channels (docs/channels.md)"},
             {"name": "open311", "description": "GeoReport v2, every endpoint as .json and .xml"},
-            {"name": "officers", "description": "status changes, history, desk notifications"},
+            {"name": "officers", "description": "status changes, history, desk notifications, cases"},
             {"name": "operations", "description": "health, readiness, metrics, this document"},
         ],
         "paths": dict(sorted(paths.items())),

@@ -12,6 +12,9 @@
 * ``GET /v1/desk/notifications?office=``: what desks must tell walk-in reporters;
   ``POST /v1/desk/notifications/{id}/ack`` (``{"how": "delivered"|"printed", "officer": …, "office": …}``):
   the desk told the reporter or handed a printout, so the notification is delivered;
+* ``GET /v1/cases/{case_id}``: a case, each report with its score against the rest of the case and what
+  drove it; ``POST /v1/cases/{case_id}/split`` (``{"report": …}``) and ``POST /v1/cases/{case_id}/merge``
+  (``{"other": …}``): officers' corrections of grouping, kept as labelled pairs (``pipeline/crm/cases.py``);
 * ``GET /openapi.json``: the contract of all of it (``docs/openapi.json``).
 
 Keys are configured in ``CRM_API_KEYS`` (``pipeline/open311/keys.py`` names the scopes). A key with
@@ -102,6 +105,9 @@ class Api:
         from ..media.web import MediaRoutes  # issue #21: signed URLs, public copies, "after" photos
 
         MediaRoutes(self).add_to(app)
+        from .cases import CaseRoutes  # issue #23: cases, split and merge
+
+        CaseRoutes(self).add_to(app)
         return app
 
     @web.middleware

@@ -34,6 +34,7 @@ from ..publish import Publisher, PublishError, make_producer
 from ..security import kafka_client_kwargs
 from ..settings import Settings
 from ..topics import Topics
+from .cases import FINAL_STATUSES, close_if_done, tell_grouping
 from .notify.outbox import enqueue_status
 from .status import DISPOSISI, OPEN311_STATUS, Escalation, StatusChange, StatusEvent, TransitionError
 from .status import check_transition as _check
@@ -121,6 +122,14 @@ class StatusService:
         return change, replayed
 
     async def store(self, event: StatusEvent) -> tuple[StatusChange, bool, bytes | None]:
+        closed: list[tuple[str, str]] = []
+        result = await self._store(event, closed)
+        await tell_grouping(self.settings, closed)  # after the commit: no report joins a closed case
+        return result
+
+    async def _store(
+        self, event: StatusEvent, closed: list[tuple[str, str]]
+    ) -> tuple[StatusChange, bool, bytes | None]:
         async with await self._connect() as conn, conn.transaction():
             row = await self._lock_report(conn, event)
             done = await (
@@ -187,6 +196,8 @@ class StatusService:
                 await enqueue_status(
                     cur, str(row["report_id"]), event.event_id, event.status, agency, event.note
                 )
+            if event.status in FINAL_STATUSES:  # the case closes with its last open report (#23)
+                closed += await close_if_done(conn, str(row["report_id"]))
             routed = None
             if event.status == DISPOSISI:
                 row = {**row, "agency": agency, "agency_unit": unit, "routed_to": "agency"}

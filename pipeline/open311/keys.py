@@ -7,6 +7,8 @@
   ``agencies`` is omitted);
 * ``open311:submit`` — create service requests (``POST requests.json|xml``);
 * ``status:write`` — officer status changes and history; ``desk:read`` — desk notifications.
+* ``cases:write`` — read cases and correct grouping: split a report out of a case, merge two cases
+  (``status:write`` may read cases too) (#23);
 * ``media:read`` — signed URLs of a report's photos (EXIF-free copies); ``media:original`` — also the
   originals, which keep the phone model and GPS position: only for roles that may read contacts (#21).
 
@@ -29,7 +31,8 @@ STATUS_WRITE = "status:write"
 DESK_READ = "desk:read"
 MEDIA_READ = "media:read"
 MEDIA_ORIGINAL = "media:original"
-SCOPES = (READ, PRIVATE, SUBMIT, STATUS_WRITE, DESK_READ, MEDIA_READ, MEDIA_ORIGINAL)
+CASES_WRITE = "cases:write"
+SCOPES = (READ, PRIVATE, SUBMIT, STATUS_WRITE, DESK_READ, MEDIA_READ, MEDIA_ORIGINAL, CASES_WRITE)
 
 
 class KeyRefused(Exception):

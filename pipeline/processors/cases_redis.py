@@ -118,6 +118,20 @@ def closed_key(namespace: str, case_id: str) -> str:
     return f"{namespace}:case:closed:{case_id}"
 
 
+def store_ttl_s(policy: GroupingPolicy | None = None) -> int:
+    """How long grouping keeps a case (and what is said of it) in Redis: a little longer than it can be
+    joined or linked."""
+    return int((policy or GroupingPolicy()).window.total_seconds() * 2)
+
+
+async def set_decision(
+    client: aioredis.Redis, namespace: str, report_id: str, decision: CaseDecision, ttl_s: int
+) -> None:
+    """Record ``decision`` as the one grouping made for ``report_id``: a redelivered report keeps it (an
+    officer split the report out of its case: a replay must not put it back)."""
+    await client.set(f"{namespace}:case:decision:{report_id}", orjson.dumps(decision), ex=ttl_s)
+
+
 async def mark_closed(client: aioredis.Redis, namespace: str, case_id: str, reason: str, ttl_s: int) -> None:
     """Tell grouping that ``case_id`` takes no more reports (``reason``: Selesai, TL Ditolak, or
     ``merged:<case>`` when an officer merged it into another). Later reports of the same problem open a
@@ -130,8 +144,7 @@ class RedisCaseGrouper:
         self.r = client
         self.ns = namespace
         self.policy = policy or GroupingPolicy()
-        # Cases stay in Redis a little longer than they can be joined.
-        self.ttl_s = int(self.policy.window.total_seconds() * 2)
+        self.ttl_s = store_ttl_s(self.policy)
         # Decoded cases kept between batches: case id -> (monotonic time read, record).
         self._cache: OrderedDict[str, tuple[float, CaseRecord]] = OrderedDict()
         self._cell_keys: dict[tuple[str, int, int], str] = {}

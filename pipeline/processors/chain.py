@@ -62,6 +62,10 @@ def apply_case(report: Report, case: CaseDecision) -> None:
     """Record a grouping decision on a triaged report, with the reason officers will read."""
     assert report.triage is not None
     report.triage.case_id = case.case_id
+    if case.recurs:
+        report.triage.case_recurs, report.triage.case_occurrence = case.recurs, case.occurrence
+    if case.candidates:
+        report.triage.case_candidates = list(case.candidates)
     note = f"case: {case.reason}"
     if case.candidate_of:
         note += f"; duplicate candidate of {case.candidate_of} (score {case.score:.2f})"

@@ -753,3 +753,40 @@ def _successor(case: CaseRecord) -> str:
 def with_policy(index: CaseIndex, **changes: Any) -> CaseIndex:
     """A fresh index (empty memory store) with some policy values changed; handy for experiments."""
     return CaseIndex(MemoryCaseStore(), replace(index.policy, **changes))
+
+
+def explain(
+    item: GroupItem, others: Sequence[GroupItem], policy: GroupingPolicy | None = None
+) -> dict[str, Any]:
+    """Why ``item`` belongs with ``others`` (the rest of its case): its score against the case — against the
+    closest of them, as grouping scores a report against a case's members — and what drove it: the text
+    similarity, the distance when both are located, the days apart, the content words they share, the
+    words each has that the other lacks, and the places both name. For officers reading a case."""
+    p = policy or GroupingPolicy()
+    mine = fingerprint(item.text)
+    best: dict[str, Any] | None = None
+    for other in others:
+        theirs = fingerprint(other.text)
+        sim = text_similarity(mine, theirs)
+        d = None
+        if None not in (item.lat, item.lon, other.lat, other.lon):
+            d = distance_m(item.lat, item.lon, other.lat, other.lon)  # type: ignore[arg-type]
+        if d is not None and d <= p.radius_m:
+            score = p.proximity_weight * (1.0 - d / p.radius_m) + (1.0 - p.proximity_weight) * sim
+        else:
+            score = sim if item.kelurahan_code and item.kelurahan_code == other.kelurahan_code else 0.0
+        if best is None or score > best["score"]:
+            only_mine, only_theirs = unmatched_words(mine.words, theirs.words)
+            best = {
+                "score": round(score, 3),
+                "closest": other.report_id,
+                "text_similarity": round(sim, 3),
+                "distance_m": None if d is None else round(d),
+                "days_apart": round(abs((item.at - other.at).total_seconds()) / 86400, 1),
+                "same_kelurahan": bool(item.kelurahan_code and item.kelurahan_code == other.kelurahan_code),
+                "shared_words": sorted(mine.words & theirs.words, key=lambda w: (-len(w), w))[:12],
+                "only_here": only_mine[:8],
+                "only_there": only_theirs[:8],
+                "same_place": sorted(mine.places & theirs.places),
+            }
+    return best or {"score": None, "closest": None}

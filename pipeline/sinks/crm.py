@@ -4,7 +4,8 @@ For every report stored by the batch (a replayed report was stored before and ad
 
 * its first status-history row (``Menunggu``, event ``intake:<report id>``);
 * its assignment to the agency/unit triage chose, with the route reason (when triage named one);
-* its case (``triage.case_id``), whose support count it adds to;
+* its case (``triage.case_id``), whose support count it adds to, with what grouping said of the case:
+  the previous occurrence of a recurring problem and the open cases that may be the same problem;
 * the acknowledgement in the notification outbox (event key ``ack``), carrying the tracking number.
 
 The tracking number itself is given by the ``reports`` table (column default), so a replayed report
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
 from psycopg import AsyncCursor
 
 from ..crm.status import INITIAL_STATUS, intake_event_id
@@ -42,6 +44,30 @@ ON CONFLICT (case_id) DO UPDATE SET
     updated_at = now()
 """
 
+#: the occurrence and previous case of a recurring problem, and duplicate candidates (at most 10 kept)
+_CASE_LINKS = """
+UPDATE cases AS c SET
+    occurrence = greatest(c.occurrence, coalesce(x.occurrence, 1)),
+    previous_case_id = coalesce(c.previous_case_id, x.previous),
+    candidates = ARRAY(SELECT DISTINCT v FROM unnest(c.candidates || coalesce(x.candidates, '{}')) AS v
+                       WHERE v <> c.case_id ORDER BY v LIMIT 10)
+FROM jsonb_to_recordset(%s::jsonb) AS x(case_id text, occurrence int, previous text, candidates text[])
+WHERE c.case_id = x.case_id
+"""
+
+
+def _case_links(batch: Sequence[Report]) -> list[dict[str, object]]:
+    links: dict[str, dict[str, object]] = {}
+    for r in batch:
+        t = r.triage
+        if t is None or not t.case_id or not (t.case_recurs or t.case_candidates):
+            continue
+        link = links.setdefault(t.case_id, {"case_id": t.case_id, "candidates": []})
+        if t.case_recurs:
+            link["previous"], link["occurrence"] = t.case_recurs, t.case_occurrence
+        link["candidates"] += t.case_candidates or []  # type: ignore[operator]
+    return list(links.values())
+
 
 async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
     """History, assignment, case and acknowledgement rows for reports stored just now, in the same
@@ -68,4 +94,7 @@ async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
     await copy_insert(cur, "assignments", _ASSIGN_COLUMNS, assign)
     if any(r.triage and r.triage.case_id for r in batch):
         await cur.execute(_CASES, ([r.report_id for r in batch],))
+        links = _case_links(batch)
+        if links:
+            await cur.execute(_CASE_LINKS, (orjson.dumps(links).decode(),))
     await enqueue_acks(cur, [r.report_id for r in batch])
