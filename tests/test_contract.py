@@ -33,7 +33,7 @@ EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "15"))
 KEY = "contract-all-scopes"
 KEYS = orjson.dumps(
     {KEY: {"consumer": "contract", "scopes": ["open311:read", "open311:private", "open311:submit",
-                                              "status:write", "desk:read"]}}
+                                              "status:write", "desk:read", "cases:write"]}}
 ).decode()  # fmt: skip
 ACCEPTED: set[str] = set()  # report ids answered 202 (the only ones that may be stored)
 SEEN: dict[str, int] = {}  # status codes seen, for the report

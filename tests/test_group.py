@@ -289,3 +289,22 @@ def test_pruned_search_picks_what_scoring_every_candidate_picks() -> None:
             checked += 1
         index.assign(it)
     assert checked > 1000  # most reports had a candidate to compare with
+
+
+def test_explain_says_what_drove_a_members_score() -> None:
+    from pipeline.processors.group import explain
+
+    a = item("e1", PILE)
+    b = item("e2", PILE + " lagi dan lagi", at=T0 + timedelta(days=2))
+    far = item(
+        "e3", "pohon tumbang menutup jalan", cat="garbage", at=T0 + timedelta(days=1), kel="31.75.07.1003"
+    )
+    why = explain(b, [far, a])
+    assert why["closest"] == "e1" and why["score"] >= 0.8 and why["same_kelurahan"]
+    assert "sampah" in why["shared_words"] and why["days_apart"] == 2.0 and why["distance_m"] is None
+    assert "rw:5" in why["same_place"]
+    located = explain(
+        item("l1", "pohon tumbang menutup jalan", lat=-6.2001, lon=106.8339),
+        [item("l2", "pohon besar tumbang", lat=-6.2009, lon=106.8339, kel=None)],
+    )
+    assert 80 <= located["distance_m"] <= 95 and located["score"] > located["text_similarity"]

@@ -135,8 +135,27 @@ async def set_decision(
 async def mark_closed(client: aioredis.Redis, namespace: str, case_id: str, reason: str, ttl_s: int) -> None:
     """Tell grouping that ``case_id`` takes no more reports (``reason``: Selesai, TL Ditolak, or
     ``merged:<case>`` when an officer merged it into another). Later reports of the same problem open a
-    new case linked to it (to the case it was merged into)."""
+    new case linked to it (to the case it was merged into).
+
+    The case's score in its buckets moves up by a millisecond: a worker that holds the case in its cache
+    sees a newer score than its copy and reads the case again, closed marker included."""
     await client.set(closed_key(namespace, case_id), reason, ex=ttl_s)
+    grouper = RedisCaseGrouper(client, namespace)
+    raw = await client.get(grouper._k_case(case_id))
+    if not raw:
+        return
+    case = _decode_case(raw)
+    keys = []
+    if case.lat is not None and case.lon is not None:
+        keys += grouper._filed_under(case.category, case.lat, case.lon)
+    if case.kelurahan_code:
+        keys.append(grouper._k_kel(case.category, case.kelurahan_code))
+        if case.lat is None or case.lon is None:
+            keys.append(grouper._k_kel_unplaced(case.category, case.kelurahan_code))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.zadd(key, {case_id: case.last_at.timestamp() + 0.001}, xx=True)
+    await pipe.execute()
 
 
 class RedisCaseGrouper:
