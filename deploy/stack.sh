@@ -223,7 +223,7 @@ JSON
     -volume.port=$((S3_PORT + 2)) -volume.port.grpc=$((S3_PORT + 5)) \
     -filer -filer.port=$((S3_PORT + 3)) -filer.port.grpc=$((S3_PORT + 6)) \
     -s3 -s3.port="$S3_PORT" -s3.port.grpc=$((S3_PORT + 7)) -s3.config="$dir/s3.json" \
-    -s3.port.iceberg=0 -s3.port.lance=0 -master.volumeSizeLimitMB=64 -volume.max=0 \
+    -s3.port.iceberg=0 -s3.port.lance=0 -master.volumeSizeLimitMB=64 -volume.max=0 -volume.preStopSeconds=1 \
     >"$dir/logs/weed.log" 2>&1 9>&- &
   echo $! >"$pidf"
   wait_port "$S3_PORT" 90 s3
