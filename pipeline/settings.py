@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     media_s3_secret_key: SecretStr = SecretStr("dev-only-s3-secret-key")
     media_bucket: str = Field("crm-media", pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$")
     media_max_bytes: int = Field(20_000_000, ge=10_000, description="largest photo kept (bytes)")
-    media_allowed_types: str = "image/jpeg,image/png,image/webp,image/gif"
+    media_allowed_types: str = "image/jpeg,image/png,image/webp,image/gif,image/heic"
     media_fetch_timeout_s: float = Field(30.0, gt=0)
     media_fetch_ca_file: str | None = Field(None, description="extra CA bundle for fetching (TLS proxies)")
     media_fetch_allow_private: bool = Field(

@@ -27,6 +27,19 @@ def jpeg_with_exif(seed: int = 0, size: tuple[int, int] = (96, 64), gps: bool = 
     return buf.getvalue()
 
 
+def heic_with_exif() -> bytes:
+    """What an iPhone sends: HEIC with the phone model and the GPS position in EXIF."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Apple", "iPhone 13"
+    exif.get_ifd(0x8825).update({1: "S", 2: (6.0, 10.0, 30.0), 3: "E", 4: (106.0, 49.0, 12.0)})
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60), (30, 120, 200)).save(buf, "HEIF", exif=exif.tobytes())
+    return buf.getvalue()
+
+
 def png(seed: int = 0) -> bytes:
     img = Image.new("RGBA", (40, 30), (seed % 256, 80, 160, 200))
     buf = io.BytesIO()

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from pipeline.media.check import MediaRefused, check_image, describe, sniff
-from tests.media_helpers import FAKE_JPEG, GPS_MONAS, has_exif, jpeg_with_exif, png
+from tests.media_helpers import FAKE_JPEG, GPS_MONAS, has_exif, heic_with_exif, jpeg_with_exif, png
 
-ALLOWED = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+ALLOWED = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/heic"})
 
 
 def check(data: bytes, **kw):  # type: ignore[no-untyped-def]
@@ -35,6 +35,15 @@ def test_jpeg_public_copy_has_no_exif_and_gps_is_kept_as_candidate() -> None:
 def test_same_bytes_same_address_different_bytes_different_address() -> None:
     assert check(jpeg_with_exif(1)).sha256 == check(jpeg_with_exif(1)).sha256
     assert check(jpeg_with_exif(1)).sha256 != check(jpeg_with_exif(2)).sha256
+
+
+def test_heic_from_an_iphone_becomes_an_exif_free_jpeg_and_keeps_its_gps() -> None:
+    data = heic_with_exif()
+    c = check(data, name="IMG_0042.HEIC")
+    assert c.media_type == "image/heic" and c.ext == "heic" and c.had_exif
+    assert c.gps == pytest.approx(GPS_MONAS)
+    assert c.public_type == "image/jpeg" and c.public[:3] == b"\xff\xd8\xff"
+    assert not has_exif(c.public) and b"iPhone" not in c.public
 
 
 def test_png_stays_png_without_text_chunks() -> None:
@@ -71,7 +80,8 @@ def test_type_not_allowed() -> None:
 def test_sniff_and_describe() -> None:
     assert sniff(jpeg_with_exif()) == ("image/jpeg", "jpg")
     assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == ("image/webp", "webp")
-    assert sniff(b"\x00\x00\x00\x18ftypheic") is None
-    assert "HEIC" in describe(b"\x00\x00\x00\x18ftypheic")
+    assert sniff(b"\x00\x00\x00\x18ftypheic") == ("image/heic", "heic")
+    assert sniff(b"\x00\x00\x00\x18ftypavif") is None and "AVIF" in describe(b"\x00\x00\x00\x18ftypavif")
+    assert "video" in describe(b"\x00\x00\x00\x18ftypisom")
     assert describe(b"hello world") == "text"
     assert describe(b"") == "empty"

@@ -13,26 +13,34 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:  # iPhones send HEIC by default; libheif comes inside the pillow-heif wheel
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIC = True
+except ImportError:  # pragma: no cover - a deployment without the package refuses HEIC with a reason
+    HEIC = False
+
 # A 50-megapixel photo decodes; a decompression bomb (a tiny file that decodes to gigabytes) does not.
 MAX_PIXELS = 60_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 THUMB_PX = 320
 
-#: magic bytes -> (media type, extension). HEIC/AVIF need a plug-in Pillow lacks: refused with a reason.
+#: magic bytes -> (media type, extension). AVIF needs a plug-in this deployment lacks: refused with a reason.
+_HEIF_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"heim")
 _IMAGE_MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
     (b"\xff\xd8\xff", 0, "image/jpeg", "jpg"),
     (b"\x89PNG\r\n\x1a\n", 0, "image/png", "png"),
     (b"GIF87a", 0, "image/gif", "gif"),
     (b"GIF89a", 0, "image/gif", "gif"),
+    *((b"ftyp" + brand, 4, "image/heic", "heic") for brand in _HEIF_BRANDS),
 )
 _OTHER_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"%PDF", 0, "a PDF document"),
     (b"PK\x03\x04", 0, "a ZIP archive (or an Office document)"),
     (b"\x7fELF", 0, "a Linux executable"),
     (b"MZ", 0, "a Windows executable"),
-    (b"ftypheic", 4, "a HEIC photo (not supported: ask for JPEG)"),
-    (b"ftypmif1", 4, "a HEIF photo (not supported: ask for JPEG)"),
     (b"ftypavif", 4, "an AVIF image (not supported)"),
     (b"ftyp", 4, "a video (MP4/MOV)"),
     (b"<?xml", 0, "an XML or SVG document"),
@@ -56,7 +64,7 @@ class MediaRefused(Exception):
 def sniff(data: bytes) -> tuple[str, str] | None:
     """(media type, extension) of an allowed image judged by its first bytes alone, else None."""
     for magic, offset, mime, ext in _IMAGE_MAGIC:
-        if data[offset : offset + len(magic)] == magic:
+        if data[offset : offset + len(magic)] == magic and (HEIC or mime != "image/heic"):
             return mime, ext
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp", "webp"
