@@ -287,10 +287,9 @@ class Stages:
         return ok, failed
 
 
-def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
-    settings = settings or get_settings()
-    topics = Topics(settings.topic_namespace)
-    app = faust.App(
+def faust_app(settings: Settings) -> faust.App:
+    """The worker's Faust app and consumer settings (the bench's Faust floor runs on the same)."""
+    return faust.App(
         settings.worker_app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         store="memory://",
@@ -307,6 +306,12 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
         web_in_thread=False,
         **faust_broker_kwargs(settings),
     )
+
+
+def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
+    settings = settings or get_settings()
+    topics = Topics(settings.topic_namespace)
+    app = faust_app(settings)
     stages = Stages(settings)
     ingest = app.topic(*[topics.ingest(c) for c in channel_ids()], key_type=bytes, value_type=bytes)
     size, within = settings.worker_batch_size, settings.worker_batch_within_s

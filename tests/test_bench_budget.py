@@ -44,3 +44,25 @@ def test_budget_takes_the_median_run_and_says_what_the_target_would_cost() -> No
     assert one["max_rps_on_cpus"] == 2353  # 2 cores / 850 µs
     assert one["worker_us_left_at_target"] == 50.0  # 400 µs a report on 2 cores, 350 to the servers
     assert "2" not in budget  # no runs, no figures
+
+
+def test_the_peer_drains_count_the_peer_process_not_the_idle_worker_beside_it() -> None:
+    run = _run(10_000, quix_peer=4.0, worker1=0.3, kafka=0.5, redis=1.0, postgres=2.0)
+    cost = per_report(run, own="quix_peer")
+    assert cost is not None and cost["workers"] == pytest.approx(400.0)
+    assert cost["pipeline"] == pytest.approx(750.0)
+
+
+def test_ratios_put_our_stored_rows_over_each_floor_and_the_peer() -> None:
+    from pipeline.bench.rivals import ratios
+
+    r = ratios(
+        {
+            "throughput_rps": 1500,
+            "floors": {"aiokafka_rps": 150_000, "faust_rps": 3000},
+            "peer": {"quix_rps": 1000},
+        }
+    )
+    assert r == {"ours_to_aiokafka_floor": 0.01, "ours_to_faust_floor": 0.5, "ours_to_quix_peer": 1.5}
+    # a phase that did not run gives no ratio rather than a division by zero
+    assert ratios({"throughput_rps": 1500, "peer": {"skipped": "no pip"}})["ours_to_quix_peer"] is None

@@ -73,6 +73,15 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
         assert budget[w]["us_per_report"]["workers"] > 0 and budget[w]["cores_needed_at_target"] > 0
     assert "CPU per stored report, 1 worker(s)" in proc.stderr
     assert result["offline_triage"]["rows"] == 300
+    # issue #19: the framework's floor and the Quix Streams peer, in the same run, with the ratios
+    assert result["floors"]["aiokafka_rps"] == result["baseline_rps"]
+    assert result["floors"]["faust_rps"] > 0 and result["floors"]["faust_runs"][0]["records"] == 2000
+    peer = result["peer"]
+    assert peer["quix_rps"] > 0 and peer["quix_us_per_report"] > 0, peer
+    assert peer["runs"][0]["stored"] >= peer["runs"][0]["unique"] > 0  # every report reached its store
+    assert peer["peak_rss_mb"] > 0
+    assert result["ratios"]["ours_to_quix_peer"] > 0 and result["ratios"]["ours_to_faust_floor"] > 0
+    assert "ours / Quix peer" in proc.stderr
     assert result["ingress"]["status_counts"].get("202", 0) > 0
     assert result["burst"]["burst_rps"] == 100
     assert len(result["commit"]) == 40

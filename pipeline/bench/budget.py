@@ -15,8 +15,9 @@ SERVERS = ("kafka", "redis", "postgres")
 LOAD = "bench_driver"
 
 
-def per_report(run: dict[str, Any]) -> dict[str, float] | None:
-    """µs of CPU per stored report of one drain run, per role; None when nothing was stored."""
+def per_report(run: dict[str, Any], own: str = "worker") -> dict[str, float] | None:
+    """µs of CPU per stored report of one drain run, per role; None when nothing was stored.
+    ``own``: the name prefix of the processes that do the work (the Quix peer's, in its drains)."""
     stored = run.get("stored") or 0
     cpu = run.get("cpu") or {}
     if stored <= 0 or not cpu:
@@ -25,7 +26,7 @@ def per_report(run: dict[str, Any]) -> dict[str, float] | None:
     def us(names: list[str]) -> float:
         return sum(cpu[n]["cpu_s"] for n in names if n in cpu) * 1e6 / stored
 
-    workers = [n for n in cpu if n.startswith("worker")]
+    workers = [n for n in cpu if n.startswith(own)]
     out = {"workers": us(workers)}
     for name in SERVERS:
         out[name] = us([name])

@@ -8,7 +8,9 @@ from dataclasses import fields
 
 EXIT_OK, EXIT_FAILED = 0, 1
 #: the phases of a run, in order (``--phases`` selects some; pipeline/bench/runner.py runs them)
-PHASES = ("baseline", "stages", "throughput", "fixed", "burst", "ingress", "scale-out", "triage")
+PHASES = (
+    "baseline", "floor", "stages", "throughput", "peer", "fixed", "burst", "ingress", "scale-out", "triage",
+)  # fmt: skip
 
 HELP = """Benchmark of issue #5 on a private stack (ports 39092/39093, 36379, 35432 or the next
 free ones, .stack/bench; started and stopped by the run unless it was already running).

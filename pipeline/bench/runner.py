@@ -51,6 +51,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
 
 from . import profile as pyspy
+from . import rivals
 from .budget import cpu_budget
 from .monitor import Monitor
 from .stack import ROOT, BenchStack, Space, log
@@ -63,6 +64,16 @@ TARGETS = {
     "catch_up_s": 30,
     "triage_rps": 5000,
     "worker_rss_mb": 400,
+}
+#: issue #19: the cost per report on these two cores, against the framework's floor and a peer
+TARGETS_19 = {
+    "pipeline_us_per_report": 450,
+    "throughput_rps": 3000,
+    "faust_floor_ratio": 0.7,
+    "quix_peer_ratio": 1.0,
+    "p99_ms": 300,
+    "triage_rps": 12000,
+    "worker_rss_mb": 300,
 }
 
 
@@ -146,12 +157,14 @@ def git_commit() -> dict[str, Any]:
 class Proc:
     """A pipeline process (``python -m pipeline …``) with its log in the results' log folder."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], logdir: Path, module: str = "pipeline"
+    ) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *args],
+            [sys.executable, "-m", module, *args],
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -364,7 +377,7 @@ class Bench:
         finally:
             await prod.stop()
         runs = []
-        for i in range(cfg.repeat):
+        for i in range(cfg.repeat if cfg.wants("baseline") else 0):
             p = subprocess.Popen(  # noqa: ASYNC220 - waited for in a thread
                 [
                     sys.executable,
@@ -387,8 +400,12 @@ class Bench:
             r = orjson.loads(out.splitlines()[-1])
             runs.append(r)
             tqdm.write(f"[bench] baseline run {i + 1}/{cfg.repeat}: {r['rps']:,.0f} records/s")
-        self.results["baseline_runs"] = runs
-        self.results["baseline_rps"] = round(statistics.median(r["rps"] for r in runs), 1)
+        if runs:
+            self.results["baseline_runs"] = runs
+            self.results["baseline_rps"] = round(statistics.median(r["rps"] for r in runs), 1)
+        floors = self.results.setdefault("floors", {"aiokafka_rps": self.results.get("baseline_rps")})
+        if cfg.wants("floor"):  # issue #19: the same records through a bare Faust agent
+            floors.update(await rivals.faust_floor(self, src, dst))
 
     async def start_workers(self, count: int) -> None:
         while len(self.workers) < count:
@@ -777,7 +794,7 @@ class Bench:
     # ------------------------------------------------------------------ orchestration
     async def pipeline_phases(self) -> None:
         cfg = self.cfg
-        if not any(cfg.wants(p) for p in ("throughput", "fixed", "burst", "ingress", "scale-out")):
+        if not any(cfg.wants(p) for p in ("throughput", "peer", "fixed", "burst", "ingress", "scale-out")):
             return
         from .stack import log as _log
 
@@ -790,6 +807,8 @@ class Bench:
         _log("pipeline up: ingress + 1 worker")
         if cfg.wants("throughput"):
             await self.phase_throughput(1)
+        if cfg.wants("peer"):  # issue #19: the same drains on Quix Streams, right after ours
+            self.results["peer"] = await rivals.quix_peer(self)
         if cfg.wants("fixed"):
             await self.phase_fixed()
         if cfg.wants("burst"):
@@ -827,7 +846,7 @@ class Bench:
             self.pipeline_cmd("store", "migrate")
             self._commit_expr()
             log(f"namespace {self.space.tag}: topics ({cfg.partitions} partitions) and database ready")
-            if cfg.wants("baseline"):
+            if cfg.wants("baseline") or cfg.wants("floor"):
                 asyncio.run(self.phase_baseline())
             if cfg.wants("stages"):
                 self.phase_stages()
@@ -893,6 +912,15 @@ class Bench:
         if r.get("scale_out"):
             cpus = r.get("machine", {}).get("cpus") or os.cpu_count() or 1
             r["cpu_budget"] = cpu_budget(r["scale_out"], TARGETS["throughput_rps"], cpus)
+        r["ratios"] = rivals.ratios(r)
+        peaks = r.get("peak_rss_mb", {})
+        if r.get("floors"):
+            r["floors"]["aiokafka_peak_rss_mb"] = peaks.get("baseline")
+            r["floors"]["faust_peak_rss_mb"] = peaks.get("faust_floor")
+        if r.get("peer", {}).get("quix_rps") is not None:
+            r["peer"]["peak_rss_mb"] = peaks.get(rivals.PEER)
+        us = (r.get("cpu_budget", {}).get("1") or {}).get("us_per_report", {}).get("pipeline")
+        ratios, t19 = r["ratios"], TARGETS_19
         r["targets"] = {
             "throughput_rps>=5000": r.get("throughput_rps", 0) >= TARGETS["throughput_rps"],
             "ratio>=0.15": (r.get("ratio") or 0) >= TARGETS["ratio"],
@@ -900,6 +928,14 @@ class Bench:
             "burst_catch_up_s<=30": (r.get("burst", {}).get("catch_up_s") or 1e12) <= TARGETS["catch_up_s"],
             "offline_triage_rps>=5000": (tri or 0) >= TARGETS["triage_rps"],
             "worker_peak_rss_mb<=400": (worker_rss or 1e12) <= TARGETS["worker_rss_mb"],
+            # issue #19
+            "pipeline_us_per_report<=450": (us or 1e12) <= t19["pipeline_us_per_report"],
+            "throughput_rps>=3000": r.get("throughput_rps", 0) >= t19["throughput_rps"],
+            "ours/faust_floor>=0.7": (ratios["ours_to_faust_floor"] or 0) >= t19["faust_floor_ratio"],
+            "ours/quix_peer>=1": (ratios["ours_to_quix_peer"] or 0) >= t19["quix_peer_ratio"],
+            "p99_ms<=300@1000rps": (r.get("latency_ms", {}).get("p99") or 1e12) <= t19["p99_ms"],
+            "offline_triage_rps>=12000": (tri or 0) >= t19["triage_rps"],
+            "worker_peak_rss_mb<=300": (worker_rss or 1e12) <= t19["worker_rss_mb"],
         }
         plot = self.plot()
         r["plot"] = str(plot) if plot else None
@@ -970,6 +1006,7 @@ class Bench:
         ing = r.get("ingress", {})
         so = r.get("scale_out", {})
         tri = r.get("offline_triage", {})
+        fl, peer, ratios = r.get("floors") or {}, r.get("peer") or {}, r.get("ratios") or {}
         rows = [
             (
                 "end-to-end throughput, 1 worker (rows/s, median)",
@@ -978,6 +1015,21 @@ class Bench:
             ),
             ("raw Kafka pass-through baseline (records/s, median)", f"{r.get('baseline_rps', 0):,.0f}", ""),
             ("ratio pipeline / baseline", f"{r.get('ratio') or 0:.3f}", "≥ 0.15"),
+            (
+                "bare Faust agent pass-through, worker's settings (records/s, median; CPU µs/record)",
+                f"{fl.get('faust_rps') or 0:,.0f}; {fl.get('faust_us_per_record')}",
+                "",
+            ),
+            (
+                "Quix Streams peer, same processors (rows/s, median; its CPU µs/report)",
+                f"{peer.get('quix_rps') or 0:,.0f}; {peer.get('quix_us_per_report')}",
+                "",
+            ),
+            (
+                "ratio ours / Faust floor, ours / Quix peer",
+                f"{ratios.get('ours_to_faust_floor')} / {ratios.get('ours_to_quix_peer')}",
+                "≥ 0.7 / ≥ 1",
+            ),
             (
                 f"latency @ {lat.get('offered_rps')}/s offered p50/p95/p99 (ms)",
                 f"{lat.get('p50')} / {lat.get('p95')} / {lat.get('p99')}",
