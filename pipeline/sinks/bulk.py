@@ -4,6 +4,10 @@
 spent about a third of a core parsing, binding and executing them, on a two-core machine the worker
 shares. Here the batch is copied into a temporary staging table and moved with one
 ``INSERT … SELECT … ON CONFLICT``, so a replayed row changes nothing, exactly as before.
+
+``direct=True`` copies straight into the table instead, for rows that cannot conflict (those that
+hang off a report the same transaction has just stored): each row is written once, not staged,
+deleted and inserted again with a speculative-insertion check per row.
 """
 
 from __future__ import annotations
@@ -20,15 +24,31 @@ async def copy_insert(
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
     on_conflict: str = "ON CONFLICT DO NOTHING",
+    direct: bool = False,
 ) -> int:
     """Insert ``rows`` (values of ``columns``) into ``table``; returns the rows actually inserted.
 
     Must run inside a transaction; the move empties the staging table (and so would a rollback).
+    ``direct``: the caller knows no row conflicts; a conflict raises ``UniqueViolation``.
     """
     if not rows:
         return 0
+    if direct:
+        await copy_rows(cur, table, columns, rows)
+        return len(rows)
     await _stage_and_move(cur, table, columns, rows, on_conflict, ())
     return max(cur.rowcount, 0)
+
+
+async def copy_rows(
+    cur: AsyncCursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """COPY ``rows`` straight into ``table`` (no conflict handling)."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    statement = sql.SQL("COPY {target} ({cols}) FROM STDIN")
+    async with cur.copy(statement.format(target=sql.Identifier(*table.split(".")), cols=cols)) as copy:
+        for row in rows:
+            await copy.write_row(row)
 
 
 async def copy_insert_returning(

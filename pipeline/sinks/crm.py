@@ -69,12 +69,13 @@ def _case_links(batch: Sequence[Report]) -> list[dict[str, object]]:
     return list(links.values())
 
 
-async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
+async def record_intake(cur: AsyncCursor, batch: Sequence[Report], direct: bool = False) -> None:
     """History, assignment, case and acknowledgement rows for reports stored just now, in the same
     transaction. Only newly stored reports may be passed: a case's support count is added to, not
     recounted from every report of the case (that recount was a third of the store's time; adding
     is also right when two workers add to one case at once, where a recount could miss the other's
-    reports)."""
+    reports). ``direct``: the reports' rows were inserted by this transaction, so none of these
+    rows can exist yet and they are copied straight in (:func:`.bulk.copy_insert`)."""
     from ..crm.notify.outbox import enqueue_acks  # the outbox module imports nothing from the sink
 
     history, assign = [], []
@@ -90,11 +91,13 @@ async def record_intake(cur: AsyncCursor, batch: Sequence[Report]) -> None:
         if agency:
             reason = t.route_reason if t else None
             assign.append((r.report_id, event, agency, unit, reason, "pipeline", r.received_at))
-    await copy_insert(cur, "status_history", _HISTORY_COLUMNS, history, "ON CONFLICT (event_id) DO NOTHING")
-    await copy_insert(cur, "assignments", _ASSIGN_COLUMNS, assign)
+    await copy_insert(
+        cur, "status_history", _HISTORY_COLUMNS, history, "ON CONFLICT (event_id) DO NOTHING", direct=direct
+    )
+    await copy_insert(cur, "assignments", _ASSIGN_COLUMNS, assign, direct=direct)
     if any(r.triage and r.triage.case_id for r in batch):
         await cur.execute(_CASES, ([r.report_id for r in batch],))
         links = _case_links(batch)
         if links:
             await cur.execute(_CASE_LINKS, (orjson.dumps(links).decode(),))
-    await enqueue_acks(cur, [r.report_id for r in batch])
+    await enqueue_acks(cur, [r.report_id for r in batch], direct=direct)

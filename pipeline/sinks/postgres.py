@@ -88,8 +88,10 @@ _REPORT_COLUMNS = (
     "case_id",
     "expected_by",
 )
-# Inserted with ON CONFLICT DO NOTHING (sinks/bulk.py): a replayed or redelivered report changes nothing.
+# A replayed or redelivered report changes nothing: the reports already stored are left out (_STORED)
+# before the rest are copied in, or inserted with ON CONFLICT DO NOTHING (sinks/bulk.py).
 _CONTACT_COLUMNS = ("report_id", "reporter_id", "name", "email", "phone", "handle", "key_id")
+_STORED = "SELECT report_id FROM reports WHERE report_id = ANY(%s::uuid[])"
 
 
 def _row(r: Report) -> tuple[Any, ...]:
@@ -158,36 +160,14 @@ class PostgresReportSink(BatchSink[Report]):
             return 0
         conn = await self._connect_or_transient()
         try:
-            async with conn.transaction(), conn.cursor() as cur:
-                inserted = await copy_insert_returning(
-                    cur, "reports", _REPORT_COLUMNS, [_row(r) for r in batch], ("report_id",)
-                )
-                # What follows an insert follows once: a replayed report (already stored) adds nothing.
-                new_ids = {str(rid) for (rid,) in inserted}
-                fresh = [r for r in batch if r.report_id in new_ids]
-                contacts = [
-                    (
-                        r.report_id,
-                        r.reporter.id,
-                        *seal_contact(
-                            self.cipher,
-                            r.report_id,
-                            r.contact.name,
-                            r.contact.email,
-                            r.contact.phone,
-                            r.contact.handle,
-                        ),
-                    )
-                    for r in fresh
-                    if r.contact is not None
-                ]
-                await copy_insert(
-                    cur, "reporter_contacts", _CONTACT_COLUMNS, contacts, "ON CONFLICT (report_id) DO NOTHING"
-                )
-                # Issue #4: first status, assignment, case and acknowledgement, in the same transaction.
-                await record_intake(cur, fresh)
+            try:
+                fresh = await self._write(conn, batch, direct=True)
+            except psycopg.errors.UniqueViolation:
+                # Another writer stored one of these reports between the check and the copy (two
+                # workers during a rebalance): again, through the staging path that tolerates it.
+                fresh = await self._write(conn, batch, direct=False)
             self._idle.append(conn)
-            return len(fresh)
+            return fresh
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             self._idle.append(conn)  # the transaction was rolled back; the connection is fine
             raise PoisonRowError(f"{type(exc).__name__}: {exc}") from exc
@@ -197,6 +177,53 @@ class PostgresReportSink(BatchSink[Report]):
         except BaseException:  # cancelled mid-transaction: the connection's state is unknown
             await conn.close()
             raise
+
+    async def _write(self, conn: psycopg.AsyncConnection, batch: Sequence[Report], direct: bool) -> int:
+        """One transaction. ``direct``: the reports not stored yet are found first and copied
+        straight into their tables, each row written once (issue #19: staging every row in a
+        temporary table and moving it with ``INSERT … ON CONFLICT`` wrote it twice, with a
+        speculative-insertion check per row, in every table a report touches)."""
+        async with conn.transaction(), conn.cursor() as cur:
+            if direct:
+                first = list({r.report_id: r for r in reversed(batch)}.values())[::-1]  # one per id
+                cur = await cur.execute(_STORED, ([r.report_id for r in first],))
+                stored = {str(rid) for (rid,) in await cur.fetchall()}
+                fresh = [r for r in first if r.report_id not in stored]
+                await copy_insert(cur, "reports", _REPORT_COLUMNS, [_row(r) for r in fresh], direct=True)
+            else:
+                inserted = await copy_insert_returning(
+                    cur, "reports", _REPORT_COLUMNS, [_row(r) for r in batch], ("report_id",)
+                )
+                # What follows an insert follows once: a replayed report (already stored) adds nothing.
+                new_ids = {str(rid) for (rid,) in inserted}
+                fresh = [r for r in batch if r.report_id in new_ids]
+            contacts = [
+                (
+                    r.report_id,
+                    r.reporter.id,
+                    *seal_contact(
+                        self.cipher,
+                        r.report_id,
+                        r.contact.name,
+                        r.contact.email,
+                        r.contact.phone,
+                        r.contact.handle,
+                    ),
+                )
+                for r in fresh
+                if r.contact is not None
+            ]
+            await copy_insert(
+                cur,
+                "reporter_contacts",
+                _CONTACT_COLUMNS,
+                contacts,
+                "ON CONFLICT (report_id) DO NOTHING",
+                direct=direct,
+            )
+            # Issue #4: first status, assignment, case and acknowledgement, in the same transaction.
+            await record_intake(cur, fresh, direct=direct)
+        return len(fresh)
 
     async def _connect_or_transient(self) -> psycopg.AsyncConnection:
         try:

@@ -94,8 +94,9 @@ async def _targets(cur: AsyncCursor, report_ids: Sequence[str]) -> list[tuple[An
         return list(await own.fetchall())
 
 
-async def enqueue_acks(cur: AsyncCursor, report_ids: Sequence[str]) -> None:
-    """One acknowledgement per report (with its tracking number), in the caller's transaction."""
+async def enqueue_acks(cur: AsyncCursor, report_ids: Sequence[str], direct: bool = False) -> None:
+    """One acknowledgement per report (with its tracking number), in the caller's transaction.
+    ``direct``: the reports were stored by this transaction, so no acknowledgement exists yet."""
     if not report_ids:
         return
     rows = []
@@ -103,7 +104,12 @@ async def enqueue_acks(cur: AsyncCursor, report_ids: Sequence[str]) -> None:
         dest = destination_for(channel, has_email, has_phone)
         rows.append((rid, "ack", channel, dest, "ack", None, ack_text(tracking), _state(dest), desk_office))
     await copy_insert(
-        cur, "notify.outbox", _OUTBOX_COLUMNS, rows, "ON CONFLICT (report_id, event_key) DO NOTHING"
+        cur,
+        "notify.outbox",
+        _OUTBOX_COLUMNS,
+        rows,
+        "ON CONFLICT (report_id, event_key) DO NOTHING",
+        direct=direct,
     )
 
 
