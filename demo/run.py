@@ -17,7 +17,8 @@ API, status consumer, notifier, SMTP gateway); this module then, in order:
    reporter (the sink prints them);
 5. reads Dinas Bina Marga's queue through the routed topic (``examples/agency_consumer.py --once``) and
    through the Open311 API with the agency's key;
-6. prints a summary table. Exit 0 only if every check held.
+6. floods Jatinegara with JAKI reports: a surge opens and closes on the dashboard (``demo/surge.py``);
+7. prints a summary table. Exit 0 only if every check held.
 
 Provider ids and senders carry a per-run tag, so running the demo again makes new reports instead of
 being (correctly) deduplicated against the previous run.
@@ -881,6 +882,12 @@ async def run_demo(args: argparse.Namespace) -> int:
 
             say("\n== 4. the JAKI report's photo, kept by the media stage ==")
             await photo(run, session)
+
+            say("\n== 5. a flood in Jatinegara: a surge opened and closed (dashboard: list and map) ==")
+            from .surge import flood_surge
+
+            dashboard = f"http://127.0.0.1:{os.environ.get('CRM_DASHBOARD_PORT', '8090')}/"
+            surge = await flood_surge(run, session, say, dashboard)
     finally:
         await http.cleanup()
         sink.stop()
@@ -910,6 +917,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         f"agency queue ({AGENCY}): routed topic {queue_line.strip('= ')}; Open311 {len(items)} request(s), "
         f"{sum(i.get('status') == 'open' for i in items)} open"
     )
+    if surge.get("closed") is not None:
+        say(
+            f"flood surge in Jatinegara: opened {surge['opened']:.0f}s after the first report, closed after "
+            f"{surge['closed']:.0f}s, {surge.get('reports')} reports; DSDA and BPBD mailed"
+        )
     if run.problems:
         say("\nPROBLEMS:")
         for p in run.problems:

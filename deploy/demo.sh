@@ -37,6 +37,12 @@ export CRM_NOTIFY_INTERVAL_S="${CRM_NOTIFY_INTERVAL_S:-0.5}"
 export CRM_NOTIFY_RETRY_FIRST_S="${CRM_NOTIFY_RETRY_FIRST_S:-2}"
 export CRM_NOTIFY_RETRY_EVERY_S="${CRM_NOTIFY_RETRY_EVERY_S:-5}"
 export CRM_WORKER_BATCH_WITHIN_S="${CRM_WORKER_BATCH_WITHIN_S:-0.1}"
+# Surges (issue #17): windows shrunk from 15 min / 1 h / 6 h so the demo's flood closes within a minute;
+# the agencies' mails go to the demo's mail sink.
+export CRM_SURGE_WINDOWS="${CRM_SURGE_WINDOWS:-20s,1m,5m}"
+export CRM_SURGE_TICK_S="${CRM_SURGE_TICK_S:-2}"
+export CRM_SURGE_BATCH_WITHIN_S="${CRM_SURGE_BATCH_WITHIN_S:-0.3}"
+export CRM_SURGE_NOTIFY_ADDRESSES="${CRM_SURGE_NOTIFY_ADDRESSES:-{\"sumber_daya_air\": \"dsda-pusdatin@example.org\", \"bpbd\": \"bpbd-pusdalops@example.org\"\}}"
 # The demo's photo host is one of its local simulators: let the media stage fetch from 127.0.0.1.
 export CRM_MEDIA_FETCH_ALLOW_PRIVATE="${CRM_MEDIA_FETCH_ALLOW_PRIVATE:-true}"
 
@@ -57,12 +63,14 @@ trap cleanup EXIT
 "$PY" -m pipeline notify >"$LOGS/notify.log" 2>&1 & pids+=($!)
 "$PY" -m pipeline smtp >"$LOGS/smtp.log" 2>&1 & pids+=($!)
 "$PY" -m pipeline media run >"$LOGS/media.log" 2>&1 & pids+=($!)
+"$PY" -m pipeline surge run --loglevel warning >"$LOGS/surge.log" 2>&1 & pids+=($!)
 export CRM_DASHBOARD_PORT="${CRM_DASHBOARD_PORT:-8090}"
 "$PY" -m pipeline dashboard >"$LOGS/dashboard.log" 2>&1 & pids+=($!)
 DASHBOARD_URL="http://127.0.0.1:$CRM_DASHBOARD_PORT/"
 for _ in $(seq 1 50); do curl -fs "${DASHBOARD_URL}healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 echo "[demo] ingress on http://127.0.0.1:$CRM_INGRESS_PORT, Open311/officer API on :$CRM_API_PORT," \
-  "SMTP gateway on :$CRM_EMAIL_SMTP_PORT; worker, status consumer, notifier, media stage started (logs in $LOGS)"
+  "SMTP gateway on :$CRM_EMAIL_SMTP_PORT; worker, status consumer, notifier, media stage, surge worker" \
+  "started (logs in $LOGS)"
 echo "[demo] live operations dashboard: $DASHBOARD_URL  (open it now: the reports below arrive there live)"
 if [[ -n ${DISPLAY:-} ]] && command -v xdg-open >/dev/null; then xdg-open "$DASHBOARD_URL" >/dev/null 2>&1 || true; fi
 sleep "${DEMO_PAUSE_S:-3}"  # time to open the page before the traffic starts

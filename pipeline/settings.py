@@ -89,6 +89,9 @@ class Settings(BaseSettings):
         None, description="baseline file from `crm-pipeline surge fit`; unset = the priors in the thresholds"
     )
     surge_tick_s: float = Field(30.0, gt=0, description="how often open surges are checked without reports")
+    surge_metrics_port: int = Field(
+        0, ge=0, description="surge worker /metrics /healthz /readyz port; 0 = off"
+    )
     surge_batch_size: int = Field(1000, ge=1)
     surge_batch_within_s: float = Field(1.0, gt=0, description="longest wait to fill a surge batch")
     surge_notify_addresses: str = Field(

@@ -376,6 +376,7 @@ def run_surge_worker(loglevel: str = "info") -> None:
 
     settings = get_settings()
     asyncio.run(prepare(settings))
-    start_worker_telemetry(settings)  # /metrics /healthz /readyz on CRM_WORKER_METRICS_PORT (0 = off)
+    # /metrics /healthz /readyz on CRM_SURGE_METRICS_PORT (0 = off): its own, beside a worker's on one host
+    start_worker_telemetry(settings.model_copy(update={"worker_metrics_port": settings.surge_metrics_port}))
     app = create_surge_app(settings)
     faust.Worker(app, loglevel=loglevel, override_logging=False).execute_from_commandline()

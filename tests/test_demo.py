@@ -141,3 +141,19 @@ def test_make_demo_end_to_end_on_an_isolated_namespace(iso: Isolated):
     )
     assert [s for _k, s in sent if s] == ["Koordinasi", "Proses", "Menunggu Validasi", "Selesai"], sent
     assert ("ack", None) in sent
+
+    # step 5 (issue #17): the flood in Jatinegara opened a surge that closed again; DSDA and BPBD mailed
+    demo_surge = (
+        "SELECT s.surge_id FROM surges s JOIN reports r ON r.report_id::text = s.record->>'first_report_id' "
+        "WHERE r.provider_id LIKE 'JAKI-%%-banjir-%%'"
+    )
+    [(state, report_count, kecamatan)] = iso.query(
+        f"SELECT state, report_count, kecamatan_code FROM surges WHERE surge_id IN ({demo_surge})"  # noqa: S608
+    )
+    assert (state, report_count, kecamatan) == ("closed", 12, "31.75.03")
+    told = iso.query(
+        "SELECT DISTINCT agency FROM notify.outbox WHERE state = 'sent' AND to_status = 'opened' "  # noqa: S608
+        f"AND surge_id IN ({demo_surge})"
+    )
+    assert sorted(t[0] for t in told) == ["Badan Penanggulangan Bencana Daerah", "Dinas Sumber Daya Air"]
+    assert "OPENED" in out and "CLOSED" in out

@@ -80,7 +80,12 @@ def plan_children(
             env["CRM_WORKER_METRICS_PORT"] = str(settings.worker_metrics_port + i)
         children.append(Child(f"worker-{i}", ["worker", "--loglevel", loglevel], env))
     if settings.surge_enabled:  # issue #17: the surge detector's own worker (its table, its group)
-        children.append(Child("surge", ["surge", "run", "--loglevel", loglevel], {}))
+        port = settings.surge_metrics_port or (
+            settings.worker_metrics_port + workers if settings.worker_metrics_port else 0
+        )
+        children.append(
+            Child("surge", ["surge", "run", "--loglevel", loglevel], {"CRM_SURGE_METRICS_PORT": str(port)})
+        )
     if dashboard:
         children.append(Child("dashboard", ["dashboard"], {}))
     if media:  # the media stage (issue #21), with the telemetry port after the workers'
