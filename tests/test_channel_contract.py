@@ -212,12 +212,14 @@ def test_start_and_stop_hooks_run_around_the_ingress_and_secrets_stay_masked_in_
     try:
         env = plugin_env(iso, site, CRM_PROBE_API_BASE=api.api_base)
         proc, url = ingress(env, "ingress-probe-lifecycle")
-        wait_http(url + "/readyz", proc)
-        assert api.calls == ["getMe"], "start() runs once, before the first request"
-        n = uuid_int()
-        status, _ = call(probe.update(n, 777003, "Pohon tumbang", photo=f"F{n}")).send(url)
-        assert status == 200 and api.calls == ["getMe", f"getFile:F{n}"]
-        proc.stop()
+        try:
+            wait_http(url + "/readyz", proc)
+            assert api.calls == ["getMe"], "start() runs once, before the first request"
+            n = uuid_int()
+            status, _ = call(probe.update(n, 777003, "Pohon tumbang", photo=f"F{n}")).send(url)
+            assert status == 200 and api.calls == ["getMe", f"getFile:F{n}"]
+        finally:
+            proc.stop()
         assert proc.proc.returncode == 0
         assert api.calls[-1] == "bye", "stop() runs when the ingress stops"
         log = proc.output()

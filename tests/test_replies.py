@@ -26,6 +26,7 @@ from pipeline.crm.notify.replies import discover_replies
 from pipeline.dashboard.app import Collector
 from pipeline.envelope import Contact, utcnow
 from pipeline.sources.config import ChannelSettingsError
+from pipeline.sources.conformance import ReplyConformance
 from tests.crm_helpers import make_report, prepare, store
 from tests.harness import ROOT, free_port
 
@@ -251,3 +252,73 @@ def test_the_jaki_callback_is_signed_over_timestamp_and_body():
     mac = hmac.new(b"dev-only-jaki-reply-secret", b"1714540800." + body, hashlib.sha256).hexdigest()
     assert headers["X-CRM-Signature"] == f"sha256={mac}" and headers["Idempotency-Key"] == "crm-7"
     assert orjson.loads(body)["account_id"] == "u-1"
+
+
+# ------------------------------------------------------------------ the reply kit on a built-in channel
+class _JakiBackend:
+    """demo/providers.py's JAKI backend as the kit's peer (``down``: it answers 503)."""
+
+    def __init__(self) -> None:
+        self.providers = Providers(x_token="x", lapor_token=LAPOR_TOKEN)
+
+    @property
+    def down(self) -> bool:
+        return "jaki" in self.providers.down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        (self.providers.down.add if value else self.providers.down.discard)("jaki")
+
+    def app(self):
+        return self.providers.app()
+
+
+@pytest.fixture(scope="module")
+def reply_database(iso) -> str:
+    asyncio.run(prepare(iso.settings()))
+    return iso.env["CRM_DATABASE_URL"]
+
+
+class TestJakiReplies(ReplyConformance):
+    reply_sender = JakiReplySender
+
+    def report(self, nonce: str):
+        return make_report(
+            "jaki", provider_id=f"JAKI-{nonce}", contact=Contact(handle=f"u-{nonce}"), private=True
+        )
+
+    def peer(self) -> _JakiBackend:
+        return _JakiBackend()
+
+    def delivered(self, peer: _JakiBackend, report) -> int:
+        return sum(1 for c in peer.providers.jaki_callbacks if c["report_id"] == report.provider_id)
+
+    def sender(self, peer_url: str) -> JakiReplySender:
+        sender = JakiReplySender(self.settings())
+        sender.config = JakiReplySettings(url=f"{peer_url}/jaki/v1/crm/callbacks")
+        return sender
+
+
+def test_the_reply_kit_sends_only_its_own_rows_and_leaves_the_destination_as_it_found_it(iso, reply_database):
+    """Run on a store where other rows wait (an e-mail acknowledgement) and the destination has a state of
+    its own: the kit's outbox runs leave both exactly as they were."""
+    n = uuid.uuid4().hex[:8]
+    other = make_report("web", contact=Contact(email=f"warga.{n}@example.com"))
+    asyncio.run(store(iso.settings(), other))
+    before = rows(iso, other.report_id)
+    assert [(r[1], r[2]) for r in before] == [("email", "pending")]
+    iso.query(
+        "INSERT INTO notify.destinations (destination, failures, paused_until, last_error, updated_at) "
+        "VALUES ('jaki', 1, now() - interval '1 hour', 'earlier trouble', now()) "
+        "ON CONFLICT (destination) DO UPDATE SET failures = 1, last_error = 'earlier trouble', "
+        "paused_until = now() - interval '1 hour' RETURNING destination"
+    )
+    kit = TestJakiReplies()
+    _, kit_rows, _ = asyncio.run(kit._outbox(reply_database, kit.report(n), [], down=True, max_attempts=2))
+    assert kit_rows == [("ack", "failed", 2)]
+    assert rows(iso, other.report_id) == before, "the kit touched a row that is not its own"
+    [(failures, error, paused)] = iso.query(
+        "SELECT failures, last_error, paused_until < now() FROM notify.destinations "
+        "WHERE destination = 'jaki'"
+    )
+    assert (failures, error, paused) == (1, "earlier trouble", True), "the kit left its simulated pause"

@@ -524,12 +524,34 @@ class ReplyConformance:
                         cur, report.report_id, f"conformance-{report.report_id}-{i}", step, None, None
                     )
             runner = OutboxRunner(
-                settings, senders={self.reply_sender.channel: self.sender(f"http://127.0.0.1:{port}")}
+                settings,
+                senders={self.reply_sender.channel: self.sender(f"http://127.0.0.1:{port}")},
+                only_reports=[report.report_id],  # other rows in this store are not the kit's to send
             )
+            channel = self.reply_sender.channel
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                pause = await (
+                    await conn.execute(
+                        "SELECT failures, paused_until, last_error, updated_at FROM notify.destinations "
+                        "WHERE destination = %s",
+                        (channel,),
+                    )
+                ).fetchone()
             t0 = utcnow()
-            for hours in (0, 1, 2, 3):  # due rows, retries, and runs with nothing left to send
-                await runner.run_once(t0 + timedelta(hours=hours))
-            await runner.close()
+            try:
+                for hours in (0, 1, 2, 3):  # due rows, retries, and runs with nothing left to send
+                    await runner.run_once(t0 + timedelta(hours=hours))
+            finally:
+                await runner.close()
+                # the simulated clock's pause must not hold the channel's real replies back
+                async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                    await conn.execute("DELETE FROM notify.destinations WHERE destination = %s", (channel,))
+                    if pause is not None:
+                        await conn.execute(
+                            "INSERT INTO notify.destinations (destination, failures, paused_until, "
+                            "last_error, updated_at) VALUES (%s, %s, %s, %s, %s)",
+                            (channel, *pause),
+                        )
             async with await psycopg.AsyncConnection.connect(database_url) as conn:
                 rows = await (
                     await conn.execute(
