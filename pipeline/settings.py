@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8090
     dashboard_refresh_s: float = Field(2.0, gt=0, description="how often live numbers are pushed (SSE)")
+    dashboard_officer_api: str | None = Field(
+        None, description="officer API the report page's split/merge go to (default: api_host:api_port)"
+    )
 
     # Report media (issue #21, pipeline/media/): the S3-compatible object store and the media stage.
     media_s3_endpoint: str = Field("http://127.0.0.1:19692", description="S3 API endpoint (local: SeaweedFS)")

@@ -133,6 +133,13 @@ class CaseService:
                     "SELECT case_id FROM cases WHERE previous_case_id = %s ORDER BY first_at", (case_id,)
                 )
             ).fetchall()
+            flagged = await (  # the link goes both ways: cases whose reports were flagged as perhaps this one
+                await conn.execute(
+                    "SELECT case_id FROM cases WHERE %s = ANY(candidates) AND merged_into IS NULL "
+                    "ORDER BY first_at",
+                    (case_id,),
+                )
+            ).fetchall()
         items = [
             GroupItem(
                 m["report_id"],
@@ -171,7 +178,7 @@ class CaseService:
             "occurrence": row["occurrence"],
             "previous_case_id": row["previous_case_id"],
             "next_case_ids": [r["case_id"] for r in later],
-            "candidates": list(row["candidates"] or []),
+            "candidates": list(dict.fromkeys([*(row["candidates"] or []), *(r["case_id"] for r in flagged)])),
             "closed_at": _iso(row["closed_at"]),
             "closed_reason": row["closed_reason"],
             "merged_into": row["merged_into"],
@@ -276,6 +283,11 @@ class CaseService:
                 "UPDATE cases SET candidates = array_remove(candidates, %s), updated_at = now() "
                 "WHERE case_id = %s",
                 (other_id, case_id),
+            )
+            await conn.execute(  # whoever flagged the merged case now flags the case it went into
+                "UPDATE cases SET candidates = array_replace(candidates, %s, %s), updated_at = now() "
+                "WHERE %s = ANY(candidates) AND case_id <> %s",
+                (other_id, case_id, other_id, case_id),
             )
             await conn.execute(
                 "UPDATE cases SET merged_into = %s, closed_at = now(), closed_reason = 'merged', "

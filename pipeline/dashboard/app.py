@@ -382,13 +382,9 @@ class Collector:
                 ).fetchall()
             if row.get("case_id"):
                 if flags and flags["c"]:
-                    case = await (
-                        await conn.execute(
-                            "SELECT case_id, support_count, first_report_id::text, first_at, last_at "
-                            "FROM cases WHERE case_id = %s",
-                            (row["case_id"],),
-                        )
-                    ).fetchone()
+                    from .cases import case_panel  # issue #23: recurrence, candidates, split/merge
+
+                    case = await case_panel(conn, row["case_id"])
                 if case is None:
                     n = await (
                         await conn.execute(
@@ -520,6 +516,9 @@ def build_app(settings: Settings | None = None) -> web.Application:
     from ..media.dashboard import add_thumbnail_route
 
     add_thumbnail_route(app, settings)
+    from .cases import add_case_routes  # issue #23: an officer's split and merge, through the officer API
+
+    add_case_routes(app, settings)
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(collector.deadletters.run()), asyncio.create_task(collector.run())]

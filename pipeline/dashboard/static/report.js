@@ -36,6 +36,7 @@ async function load() {
   ];
   if (data.case) {
     steps.push(step("case", `5 · Case <b>${fmt(data.case.support_count)} supporter(s)</b>`, `<code>${esc(data.case.case_id)}</code>`));
+    showCase(data.case, r);
   }
   const hist = data.history || [];
   const rows = hist.length
@@ -56,5 +57,54 @@ async function load() {
   $("#path").innerHTML = steps.join("");
 }
 
+// The case panel: recurrence, duplicate candidates, and an officer's split and merge (issue #23).
+let shownCase = "";
+function caseLink(id) {
+  return `<code>${esc(id)}</code>`;
+}
+function showCase(k, r) {
+  const state = JSON.stringify([k, r.report_id]);
+  if (state === shownCase) return; // the page reloads on every live update: keep the officer's input
+  shownCase = state;
+  $("#case-card").hidden = false;
+  const lines = [`case ${caseLink(k.case_id)}: ${fmt(k.support_count)} report(s)`];
+  if (k.occurrence > 1 || k.previous_case_id) {
+    lines.push(`recurring: occurrence <b>${fmt(k.occurrence)}</b>, after ${caseLink(k.previous_case_id)}`);
+  }
+  if ((k.next_case_ids || []).length) lines.push(`reported again after it closed: ${k.next_case_ids.map(caseLink).join(", ")}`);
+  if (k.closed_reason) lines.push(`closed (${esc(k.closed_reason)})${k.merged_into ? " into " + caseLink(k.merged_into) : ""}`);
+  $("#case-info").innerHTML = lines.map((l) => `<p>${l}</p>`).join("");
+  const buttons = [];
+  if (k.support_count > 1) {
+    buttons.push(`<button id="case-split" data-case="${esc(k.case_id)}">Split this report out of its case</button>`);
+  }
+  for (const other of k.candidates || []) {
+    buttons.push(`<button class="case-merge" data-case="${esc(k.case_id)}" data-other="${esc(other)}">Merge ${esc(other)} into this case</button>`);
+  }
+  $("#case-actions").innerHTML = buttons.length ? buttons.join(" ") : `<p class="muted">no duplicate candidates</p>`;
+  const split = $("#case-split");
+  if (split) split.onclick = () => correct(split.dataset.case, "split", { report: r.report_id });
+  document.querySelectorAll(".case-merge").forEach((b) => {
+    b.onclick = () => correct(b.dataset.case, "merge", { other: b.dataset.other });
+  });
+}
+async function correct(caseId, action, body) {
+  const key = $("#case-key").value.trim();
+  sessionStorage.setItem("crm-officer-key", key);
+  const resp = await fetch(`/api/cases/${encodeURIComponent(caseId)}/${action}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-API-Key": key },
+    body: JSON.stringify({ ...body, actor: "dashboard" }),
+  });
+  const data = await resp.json().catch(() => ({}));
+  const why = Array.isArray(data) ? data[0].description : data.error;
+  $("#case-result").textContent = resp.ok
+    ? `${action} done: correction ${data.correction_id}, ${data.pairs} labelled pair(s) recorded`
+    : `${action} refused (${resp.status}): ${why || "no reason given"}`;
+  shownCase = "";
+  load();
+}
+
+$("#case-key").value = sessionStorage.getItem("crm-officer-key") || "";
 load();
 subscribe(() => load());
