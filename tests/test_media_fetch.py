@@ -78,3 +78,22 @@ async def test_a_name_resolving_to_loopback_is_never_contacted() -> None:
                     assert got.data[:3] == b"\xff\xd8\xff" and hits == ["/b.jpg"]
     finally:
         await runner.cleanup()
+
+
+def test_graph_api_answers_give_the_current_media_url() -> None:
+    from pipeline.media.fetchers import _media_url
+
+    comment = {"id": "1_2", "attachment": {"type": "photo", "media": {"image": {"src": "https://c/1.jpg"}}}}
+    post = {"id": "1_3", "full_picture": "https://c/post.jpg"}
+    messenger = {
+        "attachments": {
+            "data": [
+                {"mime_type": "image/jpeg", "image_data": {"url": "https://c/m0.jpg"}},
+                {"mime_type": "image/png", "file_url": "https://c/m1.png"},
+            ]
+        }
+    }
+    assert _media_url(comment, 0) == "https://c/1.jpg"
+    assert _media_url(post, 0) == "https://c/post.jpg"
+    assert [_media_url(messenger, i) for i in (0, 1, 2)] == ["https://c/m0.jpg", "https://c/m1.png", None]
+    assert _media_url({"error": {"message": "expired"}}, 0) is None
