@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from faust.types import EventT
 from prometheus_client import Counter, Histogram
 
+from . import faust_consumer
 from .deadletter import DeadLetter, SourcePosition
 from .envelope import Report
 from .hooks import wrap_triage_chain
@@ -289,7 +290,7 @@ class Stages:
 
 def faust_app(settings: Settings) -> faust.App:
     """The worker's Faust app and consumer settings (the bench's Faust floor runs on the same)."""
-    return faust.App(
+    app = faust.App(
         settings.worker_app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         store="memory://",
@@ -306,6 +307,8 @@ def faust_app(settings: Settings) -> faust.App:
         web_in_thread=False,
         **faust_broker_kwargs(settings),
     )
+    faust_consumer.install(app)  # no four tasks per message delivered (issue #19)
+    return app
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
