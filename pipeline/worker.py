@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -215,16 +216,23 @@ class Stages:
         processed, failed = self._triage(fresh)
         await self._group(processed)
         records: list[tuple[str, bytes | None, bytes]] = []
+        # Metrics counted per batch: a labelled increment per report was ~8 µs of it (issue #19).
+        channels: Tally[str] = Tally()
+        routes: Tally[tuple[str, str]] = Tally()
         for report in processed:
             records.append((self.topics.normalised, report.report_id.encode(), report.dumps()))
             routed = self.routed_records(report)
             records.extend(routed)
             if self.settings.surge_enabled and (hit := hit_for(report)) is not None:
                 records.append((self.topics.surge_hits, hit.group_key.encode(), hit.dumps()))
-            PROCESSED.labels(report.channel).inc()
-            observe_triaged([report])
+            channels[report.channel] += 1
             t = report.triage
-            ROUTED.labels(t.routed_to if t else "triage", (t.agency if t else None) or "-").inc()
+            routes[(t.routed_to if t else "triage", (t.agency if t else None) or "-")] += 1
+        for channel, n in channels.items():
+            PROCESSED.labels(channel).inc(n)
+        for (routed_to, agency), n in routes.items():
+            ROUTED.labels(routed_to, agency).inc(n)
+        observe_triaged(processed)
         for report, reason in failed:
             await self._dead_letter_report("triage", "processor_error", reason, report)
         return Triaged(fresh, processed, records)

@@ -10,6 +10,7 @@ backlog and readiness every ``interval`` seconds in another.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -50,16 +51,24 @@ def observe_triaged(reports: Iterable[Any]) -> None:
     try:
         from ..processors.group import CaseIndex
 
+        labels: collections.Counter[tuple[str, str]] = collections.Counter()
+        formed = joins = 0
         for report in reports:
             t = report.triage
             if t is None:
                 continue
-            CLASSIFIED.labels(t.category or "unknown", confidence_band(t.confidence)).inc()
+            labels[(t.category or "unknown", confidence_band(t.confidence))] += 1
             if t.case_id:
                 if t.case_id == CaseIndex.new_case_id(report.report_id):
-                    CASES_FORMED.inc()
+                    formed += 1
                 else:
-                    CASE_JOINS.inc()
+                    joins += 1
+        for (category, band), n in labels.items():  # one labelled increment per batch, not per report
+            CLASSIFIED.labels(category, band).inc(n)
+        if formed:
+            CASES_FORMED.inc(formed)
+        if joins:
+            CASE_JOINS.inc(joins)
     except Exception:  # metrics must never break the flow
         log.debug("observe_triaged failed", exc_info=True)
 
