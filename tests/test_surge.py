@@ -257,3 +257,27 @@ def test_replay_cli_writes_one_line_per_state_change(tmp_path, capsys):
     src.write_text(lines[0] + "\nF1,banjir,Kelurahan Kampung Melayu,kemarin sore,Banjir\n", encoding="utf-8")
     assert main(argv) == 2
     assert f"{src}:2: waktu 'kemarin sore' is not an ISO 8601 date or time" in capsys.readouterr().err
+
+
+def test_fit_cli_learns_a_baseline_that_replay_uses(tmp_path, capsys):
+    from pipeline.cli import main
+
+    history, base = tmp_path / "history.csv", tmp_path / "baseline.json"
+    rows = ["id,teks,lokasi,waktu"]
+    for d in range(21):  # three weeks: two flood reports a day in Kampung Melayu, one garbage report
+        for i, (text, hour) in enumerate(
+            (("banjir di gang 3", 9), ("banjir lagi", 15), ("sampah menumpuk", 11))
+        ):
+            rows.append(
+                f"H{d}-{i},{text},Kelurahan Kampung Melayu,2025-12-{1 + d:02d}T{hour:02d}:00:00+07:00"
+            )
+    history.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    argv = ["surge", "fit", str(history), "--id-column", "id", "--text-column", "teks",
+            "--location-column", "lokasi", "--time-column", "waktu", "--out", str(base)]  # fmt: skip
+    assert main(argv) == 0
+    assert "fitted on 63 reports over 20 days" in capsys.readouterr().err
+    fitted = Baseline.load(base)
+    assert fitted.daily(KAMPUNG_MELAYU, "flood_drainage", 1.0) > 1.0  # ~2 a day here
+    assert fitted.daily(BALI_MESTER, "flood_drainage", 1.0) < 0.2
+    assert main(["surge", "fit", "--id-column", "id"]) == 2
+    assert "give a CSV file of past reports, or --from-store" in capsys.readouterr().err
