@@ -1,4 +1,5 @@
-"""Faust's Kafka consumer without four asyncio tasks for every message it hands to a stream.
+"""Faust's Kafka consumer without four asyncio tasks for every message it hands to a stream, and
+a schema for raw bytes topics that builds the event without Faust's codec lookups.
 
 faust-streaming 0.15 delivers each fetched message with ``await self.wait_first(callback(message),
 self.suspend_flow.wait())`` (``Consumer._drain_messages``). ``Service.wait_first`` wraps both, and
@@ -13,6 +14,11 @@ message of a partition this worker just lost may still be processed here. The wo
 least once with idempotent effects (the store's unique keys, dedup, replays), so that costs a
 repeated effect at worst, never a lost or doubled report (``make chaos``). Anything else, and any
 delivery while the flow is suspended or the consumer stopping, takes Faust's own path.
+
+:class:`RawSchema`: the worker's topics carry raw bytes (``key_type=bytes, value_type=bytes``,
+serializer ``raw``), which Faust still decodes through its serializer registry, key and value apart,
+for every message. The raw codec returns the bytes as they are, so the event is built from them
+directly: the same event, without the lookups.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import AppT, EventT
+from faust.types.transports import Message
 from mode.services import WaitResults
 
 
@@ -43,6 +51,21 @@ class Consumer(AIOKafkaConsumer):
 
 
 _EVENT_WAIT = asyncio.Event.wait.__code__
+
+
+class RawSchema(faust.Schema):
+    """Keys and values as the broker holds them (bytes, or None)."""
+
+    def __init__(self) -> None:
+        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: AppT, **_: Any) -> Any:
+        create_event = app.create_event
+
+        async def decode(message: Message, *, propagate: bool = False) -> EventT:
+            return create_event(message.key, message.value, message.headers, message)
+
+        return decode
 
 
 def install(app: faust.App) -> None:

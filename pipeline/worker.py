@@ -324,7 +324,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
     topics = Topics(settings.topic_namespace)
     app = faust_app(settings)
     stages = Stages(settings)
-    ingest = app.topic(*[topics.ingest(c) for c in channel_ids()], key_type=bytes, value_type=bytes)
+    ingest = app.topic(*[topics.ingest(c) for c in channel_ids()], schema=faust_consumer.RawSchema())
     size, within = settings.worker_batch_size, settings.worker_batch_within_s
 
     @app.agent(ingest, name="triage", concurrency=settings.worker_concurrency)

@@ -39,3 +39,20 @@ async def test_a_delivery_is_awaited_directly_while_the_flow_runs_and_faust_deci
     result = await asyncio.wait_for(consumer.wait_first(blocked(), consumer.suspend_flow.wait()), 5)
     assert result.results == [True]  # the suspend event won; the delivery was cancelled
     assert not stuck.is_set()
+
+
+async def test_the_raw_schema_builds_the_event_faust_would_build_for_a_bytes_topic() -> None:
+    from faust.types.tuples import Message
+
+    app = faust_app(Settings(worker_web_port=0, topic_namespace="fc"))
+    faust_decode = app.topic("t", key_type=bytes, value_type=bytes).schema.compile(app)
+    raw_decode = faust_consumer.RawSchema().compile(app)
+    message = Message("t", 2, 41, 0.0, 0, [("h", b"1")], b"report-id", b'{"text": "banjir"}', None)
+    ours, theirs = await raw_decode(message), await faust_decode(message)
+    assert (ours.key, ours.value, ours.headers, ours.message) == (
+        theirs.key,
+        theirs.value,
+        theirs.headers,
+        theirs.message,
+    )
+    assert ours.value == b'{"text": "banjir"}' and ours.message.offset == 41

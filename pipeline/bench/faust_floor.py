@@ -23,6 +23,7 @@ from typing import Any
 import faust
 import orjson
 
+from ..faust_consumer import RawSchema
 from ..publish import Publisher, make_producer
 from ..settings import get_settings
 from ..worker import faust_app
@@ -32,7 +33,7 @@ def main() -> None:
     src, dst, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
     settings = get_settings()
     app = faust_app(settings)
-    source = app.topic(src, key_type=bytes, value_type=bytes)
+    source = app.topic(src, schema=RawSchema())
 
     @app.agent(source, name="floor")
     async def floor(stream: faust.StreamT) -> None:
