@@ -83,12 +83,22 @@ def test_a_closed_case_takes_no_more_reports_and_links_the_next_occurrence() -> 
     assert third_time.joined and third_time.case_id == again.case_id
 
 
-def test_a_case_merged_away_links_recurrences_to_the_case_it_went_into() -> None:
+def test_a_case_merged_away_points_to_the_case_it_went_into() -> None:
     store = MemoryCaseStore()
     index = CaseIndex(store)
     index.assign(item("r1", PILE))
     next(iter(store.cases_in("garbage", KEL, T0))).closed = "merged:case-elsewhere"
-    assert index.assign(item("r2", PILE, at=T0 + timedelta(days=2))).recurs == "case-elsewhere"
+    soon = index.assign(
+        item("r2", PILE, at=T0 + timedelta(days=2))
+    )  # the same occurrence: flag the merged case
+    assert not soon.joined and soon.recurs is None and soon.candidate_of == "case-elsewhere"
+    later = index.assign(item("r3", PILE, at=T0 + timedelta(days=40), kel="31.71.01.1001"))
+    assert later.recurs is None  # another kelurahan: nothing to link
+    index2 = CaseIndex(MemoryCaseStore())
+    index2.assign(item("q1", PILE))
+    next(iter(index2.store.cases_in("garbage", KEL, T0))).closed = "merged:case-elsewhere"  # type: ignore[attr-defined]
+    again = index2.assign(item("q2", PILE, at=T0 + timedelta(days=40)))  # past its age: a new occurrence
+    assert again.recurs == "case-elsewhere" and again.occurrence == 2
 
 
 def test_a_template_filed_in_many_kelurahan_is_not_joined_on_text() -> None:

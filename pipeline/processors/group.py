@@ -572,9 +572,15 @@ class CaseIndex:
                 candidates=also,
             )  # fmt: skip
         else:
-            previous = None
+            previous, merged_into = None, None
             if best is not None and not best_open and held is None and best[1].first_at <= item.at:
-                previous = best[1]  # it would have joined it, were it open: the problem recurs
+                if (best[1].closed or "").startswith("merged:") and self.is_open(
+                    replace(best[1], closed=None), item.at
+                ):
+                    # an officer merged it into another case, still open: the same occurrence, flag that
+                    merged_into = _successor(best[1])
+                else:
+                    previous = best[1]  # it would have joined it, were it open: the problem recurs
             case = CaseRecord(
                 case_id=self.new_case_id(item.report_id),
                 category=item.category or "",
@@ -604,6 +610,8 @@ class CaseIndex:
             else:
                 # the best was closed (or nothing came close): open cases sharing words are still flagged
                 flagged = tuple(self._runners_up(item, others, None, CANDIDATES))
+                if merged_into and merged_into not in flagged:
+                    flagged = (merged_into, *flagged[: CANDIDATES - 1])
                 if not item.category:
                     why = "new case (no category)"
                 elif flagged:
