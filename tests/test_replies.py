@@ -314,11 +314,20 @@ def test_the_reply_kit_sends_only_its_own_rows_and_leaves_the_destination_as_it_
         "paused_until = now() - interval '1 hour' RETURNING destination"
     )
     kit = TestJakiReplies()
-    _, kit_rows, _ = asyncio.run(kit._outbox(reply_database, kit.report(n), [], down=True, max_attempts=2))
-    assert kit_rows == [("ack", "failed", 2)]
-    assert rows(iso, other.report_id) == before, "the kit touched a row that is not its own"
-    [(failures, error, paused)] = iso.query(
-        "SELECT failures, last_error, paused_until < now() FROM notify.destinations "
-        "WHERE destination = 'jaki'"
-    )
-    assert (failures, error, paused) == (1, "earlier trouble", True), "the kit left its simulated pause"
+    try:
+        _, kit_rows, _ = asyncio.run(
+            kit._outbox(reply_database, kit.report(n), [], down=True, max_attempts=2)
+        )
+        assert kit_rows == [("ack", "failed", 2)]
+        assert rows(iso, other.report_id) == before, "the kit touched a row that is not its own"
+        [(failures, error, paused)] = iso.query(
+            "SELECT failures, last_error, paused_until < now() FROM notify.destinations "
+            "WHERE destination = 'jaki'"
+        )
+        assert (failures, error, paused) == (1, "earlier trouble", True), "the kit left its simulated pause"
+    finally:  # the session's store is shared: no pending row or destination state left for other tests
+        iso.query(
+            "UPDATE notify.outbox SET state = 'skipped' WHERE report_id = %s RETURNING outbox_id",
+            (other.report_id,),
+        )
+        iso.query("DELETE FROM notify.destinations WHERE destination = 'jaki' RETURNING destination")
