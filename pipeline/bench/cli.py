@@ -57,6 +57,9 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--ingress-concurrency", type=int, help="concurrent HTTP clients (default 32)")
     p.add_argument("--baseline-n", type=int, help="records of the raw pass-through (default 200000)")
     p.add_argument(
+        "--floor-n", type=int, help="records of each bare Faust pass-through run (default 50000; issue #19)"
+    )
+    p.add_argument(
         "--triage-rows", type=int, help="historical reports through `triage` (default 1000000; 0 = skip)"
     )
     p.add_argument("--partitions", type=int, help="partitions of every topic (default 6; must be >= workers)")

@@ -47,7 +47,14 @@ async def faust_floor(bench: Bench, src: str, dst: str) -> dict[str, Any]:
             "PYTHONUNBUFFERED": "1",
         }
         p = subprocess.Popen(  # noqa: ASYNC220 - waited for in a thread
-            [sys.executable, "-m", "pipeline.bench.faust_floor", src, dst, str(cfg.baseline_n)],
+            [
+                sys.executable,
+                "-m",
+                "pipeline.bench.faust_floor",
+                src,
+                dst,
+                str(min(cfg.floor_n, cfg.baseline_n)),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -91,6 +91,8 @@ class Config:
     ingress_requests: int = 5000
     ingress_concurrency: int = 32
     baseline_n: int = 200_000
+    #: records of each Faust floor run, the first of the baseline's topic (the floor is ~20x slower)
+    floor_n: int = 50_000
     triage_rows: int = 1_000_000
     partitions: int = 6
     max_workers: int = 2
@@ -123,6 +125,7 @@ class Config:
             "burst_post_s": 5,
             "ingress_requests": 1000,
             "baseline_n": 50_000,
+            "floor_n": 10_000,
             "triage_rows": 50_000,
             "profile_s": 5,
             "open_reports": 3000,
