@@ -22,9 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from quixstreams import Application
-from quixstreams.kafka import Producer
-from quixstreams.sinks import BaseSink
 
 from ..processors.cases_redis import RedisCaseGrouper
 from ..processors.dedup import RedisDedupStore
@@ -33,6 +30,12 @@ from ..sinks.postgres import PostgresReportSink
 from ..sources.registry import channel_ids
 from ..topics import Topics
 from ..worker import RETRY_MAX_S, Stages
+
+try:  # the bench extra, on the peer's path only (.venv/bench-peer): without it the module still imports
+    from quixstreams import Application
+    from quixstreams.sinks import BaseSink
+except ImportError:
+    Application, BaseSink = None, object  # type: ignore[assignment,misc]
 
 log = logging.getLogger("pipeline.bench.quix_peer")
 
@@ -54,9 +57,9 @@ class _Event:
 
 
 class QuixStages(Stages):
-    """The worker's stages, publishing through the Quix application's producer."""
+    """The worker's stages, publishing through the Quix application's producer (``app.get_producer()``)."""
 
-    def __init__(self, settings: Settings, producer: Producer) -> None:
+    def __init__(self, settings: Settings, producer: Any) -> None:
         super().__init__(settings)
         self.producer = producer
 
@@ -126,6 +129,8 @@ class StagesSink(BaseSink):
 
 
 def main() -> None:
+    if Application is None:
+        raise SystemExit("quixstreams is not installed: run the peer with .venv/bench-peer on PYTHONPATH")
     logging.basicConfig(level=logging.WARNING)
     settings = get_settings()
     topics = Topics(settings.topic_namespace)
