@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = "1.1"  # 1.1: triage.public_text (additive)
+SCHEMA_VERSION = "1.2"  # 1.1: triage.public_text; 1.2: triage.candidates, triage.route_threshold (additive)
 SCHEMA_MAJOR = 1
 
 #: Namespace for report ids; changing it would re-key every report ever stored, so it is frozen.
@@ -108,6 +108,11 @@ class Region(_Model):
     kelurahan_code: str | None = None
 
 
+class AgencyCandidate(_Model):
+    agency: str
+    probability: float = Field(ge=0, le=1)
+
+
 class Triage(_Model):
     """What the stream processors decided, with the reason, filled in stage by stage."""
 
@@ -124,6 +129,18 @@ class Triage(_Model):
     agency_unit: str | None = None
     route_reason: str | None = None
     routed_to: str | None = Field(None, description="'agency', 'triage' (needs a person)")
+    candidates: list[AgencyCandidate] | None = Field(
+        None,
+        description="the classifier's most likely agencies with the probability that each is right, best "
+        "first (up to three): what the admin picks from when the report waits in triage",
+    )
+    route_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="the confidence above which this classifier dispatches without a person (from the "
+        "target precision, or the routing table's override for the category)",
+    )
     case_id: str | None = None
     case_recurs: str | None = Field(
         None,

@@ -1,4 +1,4 @@
-"""The processor chain after exact dedup: normalise → classify → locate → route (→ group), on a batch.
+"""The processor chain after exact dedup: normalise → locate → classify → route (→ group), on a batch.
 
 Pure (no I/O), so the live worker and the offline ``crm-pipeline triage`` command run the same code.
 ``normalised_text`` is what routed topics may carry: :func:`normalise` masks phone numbers, e-mail
@@ -13,12 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ..envelope import Report, Triage, utcnow
-from .classify import Classifier, load_classifier
+from ..envelope import AgencyCandidate, Region, Report, Triage, utcnow
+from .classify import Classification, Classifier, Signals, load_classifier
 from .group import CaseDecision, CaseIndex
 from .locate import load_gazetteer
 from .normalise import mask_names, mask_pii, normalise, warm_up
-from .route import load_router
+from .route import RouteDecision, load_router
+
+#: the precision automatic dispatch aims at unless settings say otherwise (CRM_ROUTE_TARGET_PRECISION)
+DEFAULT_TARGET_PRECISION = 0.95
 
 
 @dataclass
@@ -27,6 +30,7 @@ class TriageChain:
     gazetteer: object = field(default_factory=load_gazetteer)
     router: object = field(default_factory=load_router)
     cases: CaseIndex | None = None
+    target_precision: float = DEFAULT_TARGET_PRECISION
 
     def process(self, reports: Sequence[Report]) -> list[Report]:
         # The reporter's own name never reaches what downstream consumers see (normalised or public).
@@ -34,28 +38,78 @@ class TriageChain:
             mask_names(r.text, [r.contact.name]) if r.contact and r.contact.name else r.text for r in reports
         ]
         texts = [normalise(t) for t in own]
-        labels = self.classifier.classify(texts)
+        # Place before class: where a report is decides who handles the same complaint.
+        located = [self.gazetteer.locate(r.location, r.text) for r in reports]  # type: ignore[attr-defined]
+        classifier = self.classifier  # one model for the whole batch, even if a promotion swaps it meanwhile
+        signals = [
+            Signals(text, r.category_hint, r.channel, region)
+            for r, text, (region, _) in zip(reports, texts, located, strict=True)
+        ]
+        labels = classifier.classify(signals)
+        threshold, source = self.threshold(classifier)
         now = utcnow()
-        for report, text, own_text, label in zip(reports, texts, own, labels, strict=True):
-            region, where = self.gazetteer.locate(report.location, report.text)  # type: ignore[attr-defined]
-            decision = self.router.route(label.category, label.confidence, region)  # type: ignore[attr-defined]
+        for report, text, own_text, (region, where), label in zip(
+            reports, texts, own, located, labels, strict=True
+        ):
+            decision = self.router.route(label.category, label.confidence, region, threshold, source)  # type: ignore[attr-defined]
             report.triage = Triage(
                 normalised_text=text,
                 public_text=mask_pii(own_text),
                 category=label.category,
                 confidence=label.confidence,
-                classifier=self.classifier.name,
+                classifier=classifier.name,
                 region=region,
                 agency=decision.agency,
                 agency_unit=decision.agency_unit,
                 routed_to=decision.routed_to,
                 route_reason=f"{decision.reason}; location: {where}",
+                candidates=self.candidates(label) or None,
+                route_threshold=decision.threshold,
                 expected_by=report.received_at + timedelta(days=decision.expected_days),
                 processed_at=now,
             )
             if self.cases is not None:
                 apply_case(report, self.cases.assign(report))
         return list(reports)
+
+    def threshold(self, classifier: Classifier) -> tuple[float | None, str]:
+        """The classifier's confidence bar for the target precision, and how to say where it came from."""
+        t = classifier.threshold_for(self.target_precision)
+        if t is None:
+            return None, ""
+        return t, f"{classifier.name} at precision {self.target_precision:.2f}"
+
+    def candidates(self, label: Classification) -> list[AgencyCandidate]:
+        """The classifier's labels as agencies (labels naming one agency add up), best first, top three."""
+        by_agency: dict[str, float] = {}
+        for lab, p in label.candidates:
+            agency = self.router.agency_for_label(lab)  # type: ignore[attr-defined]
+            if agency is not None:
+                by_agency[agency.name] = by_agency.get(agency.name, 0.0) + p
+        ranked = sorted(by_agency.items(), key=lambda kv: -kv[1])[:3]
+        return [AgencyCandidate(agency=a, probability=round(min(p, 1.0), 4)) for a, p in ranked]
+
+    def decide(
+        self, classifier: Classifier, reports: Sequence[Report]
+    ) -> list[tuple[Classification, RouteDecision]]:
+        """What ``classifier`` would decide for reports this chain already triaged (a shadow model):
+        the same text, hint, channel and place, routed by the same table, acted on by nobody."""
+        signals = [
+            Signals(
+                r.triage.normalised_text or "" if r.triage else normalise(r.text),
+                r.category_hint,
+                r.channel,
+                r.triage.region if r.triage else None,
+            )
+            for r in reports
+        ]
+        labels = classifier.classify(signals)
+        threshold, source = self.threshold(classifier)
+        regions: list[Region | None] = [s.region for s in signals]
+        return [
+            (label, self.router.route(label.category, label.confidence, region, threshold, source))  # type: ignore[attr-defined]
+            for label, region in zip(labels, regions, strict=True)
+        ]
 
 
 def apply_case(report: Report, case: CaseDecision) -> None:

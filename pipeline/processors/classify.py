@@ -1,19 +1,22 @@
-"""Classification of normalised report texts into project categories (or agencies).
+"""Classification of reports into project categories (or handling agencies), with calibrated confidence.
 
-Contract every classifier keeps: ``classify(texts)`` takes a batch of normalised texts (see
-:func:`pipeline.processors.normalise.normalise`) and returns one :class:`Classification` per text, in
-order. Batches, because vectorising a batch is where speed is.
+Contract every classifier keeps: ``classify(items)`` takes a batch of :class:`Signals` (the normalised
+text, see :func:`pipeline.processors.normalise.normalise`, plus what else is known about the report:
+the category the citizen picked, the channel, the located region) and returns one
+:class:`Classification` per item, in order. Batches, because vectorising a batch is where speed is.
+``confidence`` is the probability that the label, once routed, names the right agency: calibrated on
+reports the classifier did not see (:mod:`pipeline.processors.calibration`); ``threshold_for(p)`` is
+the confidence above which its decisions reached precision ``p``, so the router dispatches by a target
+precision rather than a guessed score. Plain strings are accepted for text-only callers.
 
 * :class:`LexiconClassifier` — the default, shipped with the project, needs no training: a weighted
   keyword lexicon (``pipeline/data/lexicon.v1.json``, ops-editable) over the words, their root forms
-  (``menumpuk`` → ``tumpuk``, from the affixed forms of every lexicon word) and the phrases of the text.
-  Category = the highest score; confidence in [0, 1] grows with the score and with its margin over the
-  runner-up.
-* :class:`TrainedClassifier` — scikit-learn: TF-IDF of word 1–2-grams and character 2–5-grams plus the
-  lexicon's scores as extra features, a linear SVM, probabilities calibrated by cross-validation
-  (sigmoid); confidence = the calibrated probability of the predicted label. :func:`train` fits one;
-  :meth:`TrainedClassifier.save` / :func:`load_model` keep it in a versioned joblib file. Labels may be
-  project categories or handling agencies (the router accepts both).
+  (``menumpuk`` → ``tumpuk``, from the affixed forms of every lexicon word) and the phrases of the text,
+  plus the citizen's category hint (a JAKI/CRM category the routing table lists under a project
+  category). Its raw score is calibrated by a packaged table fitted on real CRM reports
+  (``lexicon.v1.calibration.json``, numbers only: ``bench/calibrate_lexicon.py`` rebuilds it).
+* :class:`~pipeline.processors.trained.TrainedClassifier` — scikit-learn, trained on a city's own
+  history (text, hint, channel and place); see :mod:`pipeline.processors.trained`.
 
 :func:`load_classifier` returns the trained model when given a path, else the lexicon classifier.
 """
@@ -22,37 +25,109 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from .calibration import Calibration
 from .normalise import affixed_forms, root_words
+
+if TYPE_CHECKING:
+    from ..envelope import Region
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 LEXICON_PATH = DATA_DIR / "lexicon.v1.json"
+LEXICON_CALIBRATION = DATA_DIR / "lexicon.v1.calibration.json"
+ROUTING_TABLE = DATA_DIR / "routing_table.v1.csv"
 
-MODEL_FORMAT = "crm-triage-model"
-MODEL_FORMAT_VERSION = 1
+#: lexicon points the citizen's own category choice adds (3 named the right agency most often on real CRM
+#: reports: 2 and 4 both did worse; a strong keyword is worth 2-3)
+HINT_WEIGHT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What a classifier may read about one report."""
+
+    text: str  # normalised
+    category_hint: str | None = None
+    channel: str | None = None
+    region: Region | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Classification:
     category: str | None
     confidence: float
+    #: the best labels with their probabilities, most likely first (the decision's own label included)
+    candidates: tuple[tuple[str, float], ...] = ()
 
 
 class Classifier(Protocol):
     name: str
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]: ...
+    def classify(self, items: Sequence[Signals | str]) -> list[Classification]: ...
+
+    def threshold_for(self, precision: float) -> float | None: ...
 
 
 class ModelFileError(ValueError):
     """A model file is missing, unreadable or of another format/version; the message names the file."""
+
+
+def as_signals(items: Sequence[Signals | str]) -> list[Signals]:
+    return [i if isinstance(i, Signals) else Signals(i) for i in items]
+
+
+def hint_key(label: str | None) -> str:
+    """A category label as people type it ("Parkir liar ", "Saluran Air, Kali/Sungai") → a stable key."""
+    return re.sub(r"[^a-z0-9]+", " ", (label or "").lower()).strip()
+
+
+class HintMap:
+    """CRM/JAKI category labels → project categories, from the routing table's ``crm_categories``.
+
+    An exact label wins; else the longest listed label found as whole words inside the hint
+    ("Pekerja Penanganan ... Kelurahan (PPSU)" → ``ppsu``), so the picker's longer names still count.
+    """
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self._exact = {hint_key(k): v for k, v in labels.items() if hint_key(k)}
+        self._by_length = sorted(self._exact.items(), key=lambda kv: -len(kv[0]))
+        self._cache: dict[str, str | None] = {}
+
+    def __call__(self, hint: str | None) -> str | None:
+        if not hint:
+            return None
+        key = hint_key(hint)
+        if key in self._cache:
+            return self._cache[key]
+        found = self._exact.get(key)
+        if found is None:
+            padded = f" {key} "
+            for label, cat in self._by_length:
+                if f" {label} " in padded:
+                    found = cat
+                    break
+        if len(self._cache) < 10_000:
+            self._cache[key] = found
+        return found
+
+
+def read_hint_map(routing_table: str | Path = ROUTING_TABLE) -> HintMap:
+    import csv
+
+    labels: dict[str, str] = {}
+    with Path(routing_table).open(encoding="utf-8") as fh:
+        rows = csv.DictReader(line for line in fh if line.strip() and not line.lstrip().startswith("#"))
+        for row in rows:
+            for label in (row.get("crm_categories") or "").split(";"):
+                if label.strip():
+                    labels.setdefault(label.strip(), row["category"].strip())
+    return HintMap(labels)
 
 
 # --- lexicon ------------------------------------------------------------------------------------------
@@ -63,7 +138,14 @@ class LexiconClassifier:
 
     name = "lexicon-v1"
 
-    def __init__(self, lexicon: dict[str, dict[str, float]], name: str | None = None) -> None:
+    def __init__(
+        self,
+        lexicon: dict[str, dict[str, float]],
+        name: str | None = None,
+        *,
+        hints: HintMap | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
         if not lexicon:
             raise ValueError("empty lexicon")
         self.categories: list[str] = sorted(lexicon)
@@ -91,6 +173,13 @@ class LexiconClassifier:
         self._starts = frozenset(t.split()[0] for t in self._index if " " in t)
         if name:
             self.name = name
+        self.hints = hints
+        self._hint_index = {c: i for i, c in enumerate(self.categories)}
+        #: raw score → P(right agency); None: the raw score stands (a custom lexicon without a table)
+        self.calibration = calibration
+
+    def threshold_for(self, precision: float) -> float | None:
+        return self.calibration.threshold_for(precision) if self.calibration else None
 
     def scores(self, text: str) -> list[float]:
         """Score of every category (in :attr:`categories` order) for one normalised text."""
@@ -129,29 +218,44 @@ class LexiconClassifier:
             return 0.0
         return round((top / (top + second)) * (1.0 - math.exp(-top / 2.0)), 4)
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(self, items: Sequence[Signals | str]) -> list[Classification]:
         out: list[Classification] = []
-        index, categories = self._index, self.categories
-        for text in texts:
+        index, categories, hints, cal = self._index, self.categories, self.hints, self.calibration
+        for item in items:
+            text, hint = (item, None) if isinstance(item, str) else (item.text, item.category_hint)
             scores: dict[int, float] = {}
             for term in self._matched_terms(text):
                 for ci, w in index[term]:
                     scores[ci] = scores.get(ci, 0.0) + w
+            hinted = hints(hint) if hint and hints is not None else None
+            if hinted is not None:
+                if hinted in self._hint_index:
+                    ci = self._hint_index[hinted]
+                    scores[ci] = scores.get(ci, 0.0) + HINT_WEIGHT
             if not scores:
                 out.append(Classification(None, 0.0))
                 continue
             # highest score wins; ties go to the category first in alphabetical order
-            best, top, second = -1, 0.0, 0.0
-            for ci, sc in scores.items():
-                if sc > top or (sc == top and sc > 0 and ci < best):
-                    best, top, second = ci, sc, max(second, top)
-                elif sc > second:
-                    second = sc
-            if best < 0:
+            ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+            best, top = ranked[0]
+            second = ranked[1][1] if len(ranked) > 1 else 0.0
+            if top <= 0:
                 out.append(Classification(None, 0.0))
                 continue
-            out.append(Classification(categories[best], self.confidence(top, second)))
+            raw = self.confidence(top, second)
+            conf = round(cal(raw, calibration_group(categories[best], hinted)), 4) if cal is not None else raw
+            # the rest of the probability shared by score among the runners-up
+            rest = sum(sc for _, sc in ranked[1:3] if sc > 0)
+            cands = [(categories[best], conf)]
+            cands += [(categories[ci], round((1 - conf) * sc / rest, 4)) for ci, sc in ranked[1:3] if sc > 0]
+            out.append(Classification(categories[best], conf, tuple(cands)))
         return out
+
+
+def calibration_group(category: str, hinted: str | None) -> str:
+    """How much to trust a lexicon decision depends on its category and on whether the citizen's own
+    category choice agrees: the calibration keeps one map per such group."""
+    return f"{category}|{'no-hint' if hinted is None else 'hint' if hinted == category else 'other-hint'}"
 
 
 def read_lexicon(path: str | Path = LEXICON_PATH) -> dict[str, dict[str, float]]:
@@ -171,158 +275,41 @@ def read_lexicon(path: str | Path = LEXICON_PATH) -> dict[str, dict[str, float]]
     return cats
 
 
-@lru_cache(maxsize=4)
-def load_lexicon_classifier(path: str | None = None) -> LexiconClassifier:
-    return LexiconClassifier(read_lexicon(path or LEXICON_PATH))
-
-
-# --- trained ------------------------------------------------------------------------------------------
-
-
-class LexiconFeatures:
-    """scikit-learn transformer: the lexicon's category scores as features (log-scaled)."""
-
-    def __init__(self, lexicon_path: str | None = None) -> None:
-        self.lexicon_path = lexicon_path
-
-    def fit(self, texts: Sequence[str], y: Any = None) -> LexiconFeatures:
-        return self
-
-    def transform(self, texts: Sequence[str]) -> Any:
-        import numpy as np
-        from scipy.sparse import csr_matrix
-
-        lex = load_lexicon_classifier(self.lexicon_path)
-        rows = np.log1p(np.array([lex.scores(t) for t in texts], dtype=np.float64))
-        return csr_matrix(rows)
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"lexicon_path": self.lexicon_path}
-
-    def set_params(self, **params: Any) -> LexiconFeatures:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
-
-def build_pipeline(calibration_folds: int = 3, seed: int = 0) -> Any:
-    """The untrained model: word + char TF-IDF + lexicon scores → calibrated linear SVM."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import FeatureUnion, Pipeline
-    from sklearn.svm import LinearSVC
-
-    features = FeatureUnion(
-        [
-            ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=200_000)),
-            (
-                "chars",
-                TfidfVectorizer(
-                    analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=300_000
-                ),
-            ),
-            ("lexicon", LexiconFeatures()),
-        ]
-    )
-    svm = LinearSVC(C=0.5, class_weight="balanced", random_state=seed)
-    # ensemble=False: one SVM fitted on all the data decides; the cross-validated fits only calibrate
-    # its scores into probabilities (more accurate here than averaging the folds' models, and faster)
-    model = CalibratedClassifierCV(svm, cv=calibration_folds, method="sigmoid", ensemble=False)
-    return Pipeline([("features", features), ("model", model)])
-
-
-class TrainedClassifier:
-    """A fitted :func:`build_pipeline` model with its metadata."""
-
-    def __init__(self, pipeline: Any, meta: dict[str, Any]) -> None:
-        self.pipeline = pipeline
-        self.meta = meta
-        self.labels: list[str] = [str(c) for c in pipeline.classes_]
-        self.name = f"trained-v{MODEL_FORMAT_VERSION}:{meta.get('trained_at', '?')}"
-
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
-        if not texts:
-            return []
-        proba = self.pipeline.predict_proba(list(texts))
-        best = proba.argmax(axis=1)
-        return [Classification(self.labels[int(j)], round(float(proba[i, j]), 4)) for i, j in enumerate(best)]
-
-    def save(self, path: str | Path) -> None:
-        import joblib
-
-        joblib.dump(
-            {
-                "format": MODEL_FORMAT,
-                "version": MODEL_FORMAT_VERSION,
-                "meta": self.meta,
-                "pipeline": self.pipeline,
-            },
-            str(path),
-            compress=3,
-        )
-
-
-def train(
-    texts: Sequence[str], labels: Sequence[str], *, calibration_folds: int = 3, seed: int = 0
-) -> TrainedClassifier:
-    """Fit a :class:`TrainedClassifier` on normalised texts and their labels.
-
-    Every label needs at least ``calibration_folds`` examples (calibration is cross-validated); drop or
-    merge rarer labels first (``crm-pipeline train`` does so and says which).
-    """
-    import sklearn
-
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    if len(counts) < 2:
-        raise ValueError("need at least two different labels to train")
-    rare = sorted(k for k, v in counts.items() if v < calibration_folds)
-    if rare:
-        raise ValueError(f"labels with fewer than {calibration_folds} examples: {', '.join(rare)}")
-    pipeline = build_pipeline(calibration_folds=calibration_folds, seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        pipeline.fit(list(texts), list(labels))
-    meta = {
-        "trained_at": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-        "n_examples": len(texts),
-        "label_counts": dict(sorted(counts.items())),
-        "sklearn_version": sklearn.__version__,
-    }
-    return TrainedClassifier(pipeline, meta)
-
-
-def load_model(path: str | Path) -> TrainedClassifier:
-    import joblib
-    import sklearn
-
+def read_calibration(path: str | Path = LEXICON_CALIBRATION) -> Calibration:
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
     try:
-        # joblib/pickle: load only model files you or your team wrote (they can run code when loaded).
-        doc = joblib.load(str(path))
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable model file: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path}: not a {MODEL_FORMAT} file")
-    if doc.get("version") != MODEL_FORMAT_VERSION:
-        found = doc.get("version")
-        raise ModelFileError(f"{path}: format version {found}; this pipeline reads {MODEL_FORMAT_VERSION}")
-    meta = doc.get("meta", {})
-    if meta.get("sklearn_version") not in (None, sklearn.__version__):
-        warnings.warn(
-            f"{path}: trained with scikit-learn {meta['sklearn_version']}, running {sklearn.__version__}",
-            stacklevel=2,
-        )
-    return TrainedClassifier(doc["pipeline"], meta)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != "crm-triage-calibration" or doc.get("version") != 1:
+            raise ValueError("not a version-1 crm-triage-calibration file")
+        return Calibration.from_dict(doc["calibration"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: cannot read the calibration: {exc}") from None
 
 
+@lru_cache(maxsize=4)
+def load_lexicon_classifier(path: str | None = None, calibrated: bool = True) -> LexiconClassifier:
+    """The packaged lexicon with the routing table's category hints and, for the packaged lexicon, its
+    calibration (a custom lexicon has none until ``bench/calibrate_lexicon.py`` fits one)."""
+    cal = None
+    if calibrated and path is None and LEXICON_CALIBRATION.exists():
+        cal = read_calibration(LEXICON_CALIBRATION)
+    return LexiconClassifier(read_lexicon(path or LEXICON_PATH), hints=read_hint_map(), calibration=cal)
+
+
+# The trained model lives in its own module (scikit-learn is imported only when one is used).
 def load_classifier(model_path: str | None = None) -> Classifier:
     """The trained model at ``model_path``, or the built-in lexicon classifier."""
     if model_path:
+        from .trained import load_model
+
         return load_model(model_path)
     return load_lexicon_classifier()
+
+
+def __getattr__(name: str) -> object:
+    # ``from pipeline.processors.classify import train, TrainedClassifier, load_model`` keeps working
+    if name in {"train", "TrainedClassifier", "load_model", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"}:
+        from . import trained
+
+        return getattr(trained, name)
+    raise AttributeError(name)

@@ -9,8 +9,11 @@ and line):
 * ``routing_table.v1.csv`` — one row per report category: agency, expected days (CRM rule: 7), an
   optional per-category confidence threshold, the CRM/JAKI categories it covers, and a note saying why.
 
-Below the confidence threshold (:data:`DEFAULT_MIN_CONFIDENCE` unless the row says otherwise) a report
-goes to ``triage`` (a person) with no agency. A classifier trained on handling-agency labels (for example a
+Below the confidence threshold a report goes to ``triage`` (a person) with no agency. The threshold is
+the classifier's own for the target precision (``CRM_ROUTE_TARGET_PRECISION``: its confidence is a
+calibrated probability, see :mod:`pipeline.processors.calibration`); a routing row's
+``min_confidence`` overrides it for that category; :data:`DEFAULT_MIN_CONFIDENCE` stands only for a
+classifier that has no calibration. A classifier trained on handling-agency labels (for example a
 CRM export's unit column) may output an agency label instead of a category; the router resolves it
 through ``crm_labels``/names and routes to that agency directly. The file name carries the table's
 version; :attr:`Router.version` is recorded in every reason.
@@ -31,7 +34,8 @@ from pathlib import Path
 from ..envelope import Region
 
 DEFAULT_EXPECTED_DAYS = 7
-#: Below this confidence a report needs a person, unless the routing row sets its own threshold.
+#: Below this confidence a report needs a person when the classifier states no threshold of its own
+#: and the routing row none either.
 DEFAULT_MIN_CONFIDENCE = 0.35
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -61,6 +65,7 @@ class RouteDecision:
     agency_unit: str | None
     reason: str
     expected_days: int = DEFAULT_EXPECTED_DAYS
+    threshold: float | None = None  # the confidence bar this decision was held to
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,31 +233,47 @@ class Router:
             return rule.agency
         return self._by_label.get(_label_key(label))
 
-    def route(self, category: str | None, confidence: float, region: Region | None) -> RouteDecision:
+    def route(
+        self,
+        category: str | None,
+        confidence: float,
+        region: Region | None,
+        threshold: float | None = None,
+        threshold_source: str = "",
+    ) -> RouteDecision:
+        """``threshold``: the model's confidence for the target precision (None: the router's default);
+        a routing-table row's own ``min_confidence`` overrides both."""
         table = f"routing table {self.version}"
         if not category:
             return RouteDecision("triage", None, None, "no category: a person must read it")
         rule = self.rules.get(category)
         if rule is not None:
-            agency, days, threshold = rule.agency, rule.expected_days, rule.min_confidence
+            agency, days, override = rule.agency, rule.expected_days, rule.min_confidence
             why = f"{category} → {agency.name} ({table}: {rule.note})"
         else:
             direct = self._by_label.get(_label_key(category))
             if direct is None:
                 return RouteDecision("triage", None, None, f"category {category!r} is not in the {table}")
-            agency, days, threshold = direct, DEFAULT_EXPECTED_DAYS, None
+            agency, days, override = direct, DEFAULT_EXPECTED_DAYS, None
             why = f"classifier named the agency {agency.name} directly"
-        threshold = self.min_confidence if threshold is None else threshold
-        if confidence < threshold:
-            why = f"confidence {confidence:.2f} below {threshold:.2f}; would be {why}"
-            return RouteDecision("triage", None, None, why, days)
+        if override is not None:
+            bar, source = override, f"{table} threshold for {category}"
+        elif threshold is not None:
+            bar, source = threshold, threshold_source or "the model's threshold"
+        else:
+            bar, source = self.min_confidence, "default threshold"
+        if confidence < bar:
+            why = f"confidence {confidence:.2f} below {bar:.2f} ({source}); would be {why}"
+            return RouteDecision("triage", None, None, why, days, bar)
         unit, missing = agency.unit_for(region)
         if agency.agency_id in missing:
             # A kelurahan (or kecamatan) handles it itself: without knowing which one, a person must pick.
-            return RouteDecision("triage", None, None, f"{why}, but the {agency.agency_id} is unknown", days)
+            why = f"{why}, but the {agency.agency_id} is unknown"
+            return RouteDecision("triage", None, None, why, days, bar)
         if missing:
             why += f"; {' and '.join(missing)} unknown, so the agency itself rather than its regional office"
-        return RouteDecision("agency", agency.name, unit, why, days)
+        why += f"; confidence {confidence:.2f} ≥ {bar:.2f} ({source})"
+        return RouteDecision("agency", agency.name, unit, why, days, bar)
 
 
 def load_router(
