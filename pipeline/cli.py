@@ -131,12 +131,6 @@ def _cmd_triage(args: argparse.Namespace) -> int:
     return triage_main(args)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .offline import train_main
-
-    return train_main(args)
-
-
 def _cmd_desk_import(args: argparse.Namespace) -> int:
     from .sources.desk import import_main
 
@@ -221,14 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="when each report was made (ISO 8601 date or time, WIB unless it says); without it the "
         "date/month/year columns of a CRM export are used if present, else every row is taken as made now",
     )
+    p.add_argument(
+        "--category-column", help="the category the citizen picked (JAKI/CRM), when the file has it"
+    )
+    p.add_argument("--channel-column", help="the channel each report came through")
     p.add_argument("--model", help="trained model file (default: the built-in lexicon classifier)")
+    p.add_argument(
+        "--target-precision",
+        type=float,
+        help="dispatch above the model's threshold for this precision (default CRM_ROUTE_TARGET_PRECISION)",
+    )
     p.add_argument("--out", required=True, help="output JSON Lines file")
 
-    p = add("train", _cmd_train, "train a classifier on a city's own labelled history")
-    p.add_argument("--data", required=True, help="CSV of labelled reports")
-    p.add_argument("--text-column", required=True)
-    p.add_argument("--label-column", required=True)
-    p.add_argument("--out", required=True, help="model file to write")
+    from .learning.cli import add_model_command, add_train_command  # triage that learns (issue #16)
+
+    add_train_command(add)
+    add_model_command(add)
 
     from .ops.commands import add_ops_commands  # run, lag, deadletters, backfill, dashboard, health
 

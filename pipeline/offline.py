@@ -1,11 +1,11 @@
 """Offline triage and training over CSV files: ``crm-pipeline triage`` and ``crm-pipeline train``.
 
 ``triage`` runs the same :class:`~pipeline.processors.chain.TriageChain` as the live worker (normalise →
-classify → locate → route → group) over a CSV, in batches, and writes one JSON object per row. The
+locate → classify → route → group) over a CSV, in batches, and writes one JSON object per row. The
 location column may hold an address or place name, ``lat,lon`` coordinates, or a Kemendagri code.
 
-``train`` fits the trained classifier on a city's own labelled history and writes a model file for
-``crm-pipeline triage --model`` (and the worker).
+``crm-pipeline train`` (:mod:`pipeline.learning.cli`) fits the trained classifier on a city's own
+labelled history for ``crm-pipeline triage --model`` and the workers' model registry.
 
 Exit codes: 0 done, 2 bad usage or bad input (the message names the file and, where it applies, the line).
 """
@@ -17,7 +17,6 @@ import csv
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ MAX_TEXT = 20_000
 MIN_EXAMPLES_PER_LABEL = 3
 
 _COORDS = re.compile(r"^\s*(-?\d{1,2}\.\d+)\s*[,;]\s*(-?\d{1,3}\.\d+)\s*$")
+_CHANNEL = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 _CODE = re.compile(r"^\s*31(?:\.?\d{2}){1,2}(?:\.?\d{4})?\s*$")
 
 
@@ -107,6 +107,8 @@ def _output_row(row_id: str, report: Any) -> dict[str, Any]:
         "kelurahan_code": region.kelurahan_code if region else None,
         "case_id": t.case_id,
         "route_reason": t.route_reason,
+        "route_threshold": t.route_threshold,
+        "candidates": [c.model_dump() for c in t.candidates or ()],
     }
 
 
@@ -120,16 +122,28 @@ def triage_main(args: argparse.Namespace) -> int:
     from .processors.group import CaseIndex
     from .processors.locate import load_gazetteer
     from .processors.route import RoutingTableError, load_router
+    from .settings import get_settings
 
     needed = {"--id-column": args.id_column, "--text-column": args.text_column}
     needed["--location-column"] = getattr(args, "location_column", None)
     needed["--time-column"] = getattr(args, "time_column", None)
+    needed["--category-column"] = getattr(args, "category_column", None)
+    needed["--channel-column"] = getattr(args, "channel_column", None)
     # Grouping needs each report's own time: a history replayed as if it all happened now would merge
     # reports filed years apart into one open case.
     timing = Mapping(time_column=needed["--time-column"])
     try:
         classifier = load_classifier(getattr(args, "model", None))
-        chain = TriageChain(classifier, load_gazetteer(), load_router(), cases=CaseIndex())
+        target = getattr(args, "target_precision", None)
+        if target is not None and not 0 < target <= 1:
+            raise InputError(f"--target-precision {target} must be in (0, 1]")
+        chain = TriageChain(
+            classifier,
+            load_gazetteer(),
+            load_router(),
+            cases=CaseIndex(),
+            target_precision=target or get_settings().route_target_precision,
+        )
         settle_heap()
         fh, reader = _open_csv(args.input, needed)
         have = set(reader.fieldnames or ())
@@ -169,8 +183,11 @@ def triage_main(args: argparse.Namespace) -> int:
                         made = when_reported(row, timing, have)
                     except ValueError as exc:
                         raise InputError(f"{args.input}:{line}: {exc}") from None
+                    hint = (row.get(args.category_column) or "").strip()[:200] if args.category_column else ""
+                    channel = (row.get(args.channel_column) or "").strip() if args.channel_column else ""
                     report = Report.create(
-                        channel="offline",
+                        channel=channel if _CHANNEL.match(channel) else "offline",
+                        category_hint=hint or None,
                         provider_id=row_id[:500],
                         received_at=received,
                         source_at=made,
@@ -216,57 +233,6 @@ def _empty_row(row_id: str) -> dict[str, Any]:
         "kelurahan_code": None,
         "case_id": None,
         "route_reason": "empty text: a person must look at it",
+        "route_threshold": None,
+        "candidates": [],
     }
-
-
-def read_labelled(path: str, text_column: str, label_column: str) -> tuple[list[str], list[str], int]:
-    """Texts and labels of a labelled CSV (rows lacking either are skipped and counted)."""
-    fh, reader = _open_csv(path, {"--text-column": text_column, "--label-column": label_column})
-    texts: list[str] = []
-    labels: list[str] = []
-    skipped = 0
-    with fh:
-        for _, row in _rows(path, reader):
-            text = (row.get(text_column) or "").strip()
-            label = (row.get(label_column) or "").strip()
-            if not text or not label:
-                skipped += 1
-                continue
-            texts.append(text)
-            labels.append(label)
-    return texts, labels, skipped
-
-
-def train_main(args: argparse.Namespace) -> int:
-    from .processors.classify import train
-    from .processors.normalise import normalise
-
-    try:
-        raw, labels, skipped = read_labelled(args.data, args.text_column, args.label_column)
-    except InputError as exc:
-        return _fail(str(exc))
-    counts = Counter(labels)
-    rare = sorted(label for label, c in counts.items() if c < MIN_EXAMPLES_PER_LABEL)
-    if rare:
-        print(
-            f"crm-pipeline: leaving out {len(rare)} label(s) with fewer than {MIN_EXAMPLES_PER_LABEL} "
-            f"examples: {', '.join(rare)}",
-            file=sys.stderr,
-        )
-        keep = [i for i, label in enumerate(labels) if label not in set(rare)]
-        raw, labels = [raw[i] for i in keep], [labels[i] for i in keep]
-    if len(set(labels)) < 2:
-        return _fail(f"{args.data}: need at least two labels with {MIN_EXAMPLES_PER_LABEL}+ examples each")
-    started = time.perf_counter()
-    model = train([normalise(t) for t in raw], labels, calibration_folds=MIN_EXAMPLES_PER_LABEL)
-    try:
-        model.save(args.out)
-    except OSError as exc:
-        return _fail(f"{args.out}: cannot write: {exc.strerror or exc}")
-    note = f" ({skipped} rows without text or label skipped)" if skipped else ""
-    took = time.perf_counter() - started
-    print(
-        f"trained on {len(labels)} examples, {len(set(labels))} labels in {took:.1f}s{note} → {args.out}",
-        file=sys.stderr,
-    )
-    return EXIT_OK

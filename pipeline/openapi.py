@@ -302,6 +302,42 @@ def _officer_schemas(into: dict[str, Any]) -> None:
             },
         },
     }
+    into["RouteConfirmRequest"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "actor": {"type": "string", "maxLength": 100},
+            "event_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "the same id again is a replay (200)",
+            },
+        },
+    }
+    into["RouteLabel"] = {
+        "type": "object",
+        "required": [
+            "event_id",
+            "kind",
+            "new_agency",
+            "actor",
+            "labelled_at",
+            "report_id",
+            "tracking_number",
+        ],
+        "properties": {
+            "event_id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["reroute", "dispatch", "confirm"]},
+            "old_agency": NULLABLE_STRING,
+            "new_agency": {"type": "string"},
+            "classifier": NULLABLE_STRING,
+            "actor": {"type": "string"},
+            "labelled_at": {"type": "string", "format": "date-time"},
+            "report_id": {"type": "string", "format": "uuid"},
+            "tracking_number": {"type": "string"},
+        },
+    }
     into["StatusHistory"] = {
         "type": "object",
         "required": ["tracking_number", "status", "history"],
@@ -584,6 +620,20 @@ def _officer_paths() -> dict[str, Any]:
                 "responses": {
                     "200": _answer("a replay of an applied event", _ref("StatusChange")),
                     "201": _answer("applied", _ref("StatusChange")),
+                    **_errors_json(401, 403, 404, 409, 422),
+                },
+            }
+        },
+        "/v1/reports/{ref}/route/confirm": {
+            "post": {
+                **common,
+                "summary": "An officer confirms the routed agency (a label for the triage classifier)",
+                "operationId": "officer_confirm_route",
+                "parameters": [ref],
+                "requestBody": {"required": False, "content": _content(_ref("RouteConfirmRequest"))},
+                "responses": {
+                    "200": _answer("a replay of a recorded confirmation", _ref("RouteLabel")),
+                    "201": _answer("recorded", _ref("RouteLabel")),
                     **_errors_json(401, 403, 404, 409, 422),
                 },
             }

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
         None, description="test only (tests/chaos): triage raises for texts containing it; off when unset"
     )
 
+    # Triage that learns (issue #16; pipeline/learning/, docs/runbook.md "Triage models")
+    route_target_precision: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="dispatch automatically only above the confidence where the model's held-out decisions "
+        "reached this precision; the rest wait in crm.triage.v1 for a person",
+    )
+    model_poll_s: float = Field(
+        10.0, ge=0, description="how often a worker checks the model registry for a promotion (0 = never)"
+    )
+
     # Surge detection (issue #17; pipeline/surge_stage.py, docs/runbook.md "Surges")
     surge_enabled: bool = Field(True, description="count reports per place x category and raise surges")
     surge_windows: str = Field("15m,1h,6h", description="the three sliding windows, shortest first")

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections import Counter as Tally
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -34,6 +34,8 @@ from . import faust_consumer
 from .deadletter import DeadLetter, SourcePosition
 from .envelope import Report
 from .hooks import wrap_triage_chain
+from .learning.registry import Decision
+from .learning.watcher import ModelWatcher
 from .ops.slo import observe_stored
 from .ops.telemetry import observe_triaged, start_worker_telemetry
 from .processors.cases_redis import RedisCaseGrouper
@@ -69,6 +71,7 @@ class Triaged:
     fresh: list[Report]  # passed the dedup check (the triage may still have refused some)
     processed: list[Report]
     records: list[tuple[str, bytes | None, bytes]]
+    decisions: list[Decision] = field(default_factory=list)  # live + shadow, while a shadow runs
 
 
 class Stages:
@@ -77,10 +80,12 @@ class Stages:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
-        self.chain = TriageChain()
-        self.known_agencies = set(self.chain.router.agencies())  # type: ignore[attr-defined]
-        self.known_kota = set(self.chain.router.kota_codes())  # type: ignore[attr-defined]
-        self.chain = wrap_triage_chain(self.chain, settings)  # plug-in hooks (tests/chaos); none by default
+        base = TriageChain(target_precision=settings.route_target_precision)
+        self.known_agencies = set(base.router.agencies())  # type: ignore[attr-defined]
+        self.known_kota = set(base.router.kota_codes())  # type: ignore[attr-defined]
+        # the registry's live model routes, its shadow decides beside it (issue #16)
+        self.models = ModelWatcher(settings.database_url.get_secret_value(), base, settings.model_poll_s)
+        self.chain = wrap_triage_chain(base, settings)  # plug-in hooks (tests/chaos); none by default
         self._started = asyncio.Lock()
         self.publisher: Publisher | None = None
         self.dedup: RedisDedupStore | None = None
@@ -103,8 +108,11 @@ class Stages:
             )
             self.cases = RedisCaseGrouper(client, self.settings.topic_namespace)
             self.sink = PostgresReportSink(self.settings)
+            await self.models.refresh()  # the first batch already routes with the live model
+            self.models.start()
 
     async def stop(self) -> None:
+        await self.models.stop()
         if self.publisher is not None:
             await self.publisher.producer.stop()
         if self.dedup is not None:
@@ -235,13 +243,17 @@ class Stages:
         observe_triaged(processed)
         for report, reason in failed:
             await self._dead_letter_report("triage", "processor_error", reason, report)
-        return Triaged(fresh, processed, records)
+        return Triaged(fresh, processed, records, self.models.decisions(processed))
 
     async def triage_finish(self, batch: Triaged) -> None:
         """The I/O half: rows committed and records confirmed (both at once), then remembered."""
         assert self.dedup is not None
         refused = (
-            await asyncio.gather(self._store(batch.processed), self._send_until_confirmed(batch.records))
+            await asyncio.gather(
+                self._store(batch.processed),
+                self._send_until_confirmed(batch.records),
+                self.models.record(batch.decisions),
+            )
         )[0]
         try:
             await self.dedup.remember([r for r in batch.processed if r.report_id not in refused])

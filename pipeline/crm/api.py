@@ -8,6 +8,9 @@
 * ``POST /v1/reports/{id}/status``: an officer's status change (``status``, ``note``, ``actor``,
   ``agency``/``agency_unit`` for Disposisi, optional ``event_id`` for retries): 201 applied, 200 a
   replay, 409 refused by the lifecycle, 422 bad input, 404 unknown report;
+* ``POST /v1/reports/{id}/route/confirm``: an officer confirms the routed agency (a label the triage
+  classifier learns from; a re-route is a Disposisi status change): 201 recorded, 200 a replay,
+  409 when the report waits in triage with no agency;
 * ``GET /v1/reports/{id}/history``: the status history (officers);
 * ``GET /v1/desk/notifications?office=``: what desks must tell walk-in reporters;
   ``POST /v1/desk/notifications/{id}/ack`` (``{"how": "delivered"|"printed", "officer": …, "office": …}``):
@@ -99,6 +102,7 @@ class Api:
         app.router.add_get("/openapi.json", serve_document("api"))
         self.open311.add_routes(app, submit=push_handler(submit, self.settings))
         app.router.add_post("/v1/reports/{ref}/status", self.change_status)
+        app.router.add_post("/v1/reports/{ref}/route/confirm", self.confirm_route)
         app.router.add_get("/v1/reports/{ref}/history", self.history)
         app.router.add_get("/v1/desk/notifications", self.desk)
         app.router.add_post("/v1/desk/notifications/{outbox_id}/ack", self.desk_ack)
@@ -164,6 +168,39 @@ class Api:
             status = 404 if exc.code == "unknown_report" else 409 if exc.code in CONFLICT_CODES else 422
             raise ApiError(status, exc.reason, exc.code) from None
         return _json(change.model_dump(mode="json"), status=200 if replayed else 201)
+
+    async def confirm_route(self, request: web.Request) -> web.Response:
+        """The agency the pipeline routed to is right: a label for the classifier (issue #16)."""
+        key = self.auth(request, STATUS_WRITE)
+        ref = request.match_info["ref"]
+        row = await self._one(ref)
+        if row is None:
+            raise ApiError(404, f"no report {ref!r}")
+        if not key.sees(row["agency"]):
+            raise ApiError(403, f"this API key ({key.consumer}) may not judge reports of {row['agency']}")
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            unknown = set(body) - {"actor", "event_id"}
+            if unknown:
+                raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
+            actor = str(body.get("actor") or "petugas")[:100]
+            event_id = body.get("event_id")
+            if event_id is not None and (not isinstance(event_id, str) or not 1 <= len(event_id) <= 200):
+                raise ValueError("event_id must be a string of 1 to 200 characters")
+        except ValueError as exc:
+            raise ApiError(422, f"invalid confirmation: {exc}", "invalid_body") from None
+        try:
+            label, replayed = await self.status.confirm_route(
+                str(row["report_id"]), f"{key.consumer}:{actor}"[:200], event_id
+            )
+        except TransitionError as exc:
+            status = 404 if exc.code == "unknown_report" else 409
+            raise ApiError(status, exc.reason, exc.code) from None
+        label["labelled_at"] = iso(label["labelled_at"])
+        return _json(label, status=200 if replayed else 201)
 
     async def history(self, request: web.Request) -> web.Response:
         key = self.auth(request, STATUS_WRITE)

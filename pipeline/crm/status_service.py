@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from ..deadletter import DeadLetter, SourcePosition
 from ..envelope import Attachment, Location, RawRef, Region, Report, Reporter, Triage, utcnow
+from ..learning.registry import label_kind, record_label
 from ..processors.normalise import mask_pii
 from ..processors.route import load_router
 from ..publish import Publisher, PublishError, make_producer
@@ -168,6 +169,19 @@ class StatusService:
                         event.at,
                     ),
                 )
+                # An officer's routing is a label the classifier learns from (issue #16).
+                async with conn.cursor() as cur:
+                    await record_label(
+                        cur,
+                        report_id=str(row["report_id"]),
+                        event_id=f"disposisi:{event.event_id}",
+                        kind=label_kind(row["agency"], agency),
+                        old_agency=row["agency"],
+                        new_agency=agency,
+                        classifier=row.get("classifier"),
+                        actor=event.actor,
+                        at=event.at,
+                    )
             hist = await (
                 await conn.execute(
                     "INSERT INTO status_history (report_id, event_id, from_status, to_status, actor, note, "
@@ -208,6 +222,50 @@ class StatusService:
                 False,
                 routed,
             )
+
+    async def confirm_route(
+        self, ref: str, actor: str, event_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """An officer confirms the agency a report was routed to: a label, no status change.
+        Returns (the label, replayed)."""
+        event = StatusEvent(
+            report_id=ref if _is_uuid(ref) else None,
+            tracking_number=None if _is_uuid(ref) else ref,
+            status=DISPOSISI,
+            actor=actor,
+        )
+        async with await self._connect() as conn, conn.transaction():
+            row = await self._lock_report(conn, event)
+            if not row["agency"]:
+                raise TransitionError(
+                    "not_routed", "the report waits in triage with no agency: dispatch it with a Disposisi"
+                )
+            key = event_id or f"confirm:{row['report_id']}:{row['agency']}"
+            async with conn.cursor() as cur:
+                await record_label(
+                    cur,
+                    report_id=str(row["report_id"]),
+                    event_id=key,
+                    kind="confirm",
+                    old_agency=row["agency"],
+                    new_agency=row["agency"],
+                    classifier=row.get("classifier"),
+                    actor=actor,
+                )
+                replayed = cur.rowcount == 0
+            label = await (
+                await conn.execute(
+                    "SELECT event_id, kind, old_agency, new_agency, classifier, actor, labelled_at, "
+                    "report_id FROM route_labels WHERE event_id = %s",
+                    (key,),
+                )
+            ).fetchone()
+            assert label is not None
+            if str(label["report_id"]) != str(row["report_id"]):
+                raise TransitionError("event_id_reused", f"event {key!r} is another report's")
+            label["report_id"] = str(label["report_id"])
+            label["tracking_number"] = row["tracking_number"]
+            return label, replayed
 
     async def _lock_report(self, conn: psycopg.AsyncConnection, event: StatusEvent) -> dict[str, Any]:
         if event.report_id:
@@ -424,3 +482,11 @@ class StatusConsumer:
                         log.info("raised %d escalations", len(raised))
                 except (psycopg.Error, OSError, PublishError) as exc:
                     log.warning("escalation check failed: %s", exc)
+
+
+def _is_uuid(ref: str) -> bool:
+    try:
+        uuid.UUID(ref)
+    except ValueError:
+        return False
+    return True

@@ -133,7 +133,9 @@ class Calibration:
             "support": list(self.support),
             "n": self.n,
             "meta": self.meta,
-            "groups": {k: {"raw": list(x), "prob": list(y), "weight": w} for k, (x, y, w) in self.groups.items()},
+            "groups": {
+                k: {"raw": list(x), "prob": list(y), "weight": w} for k, (x, y, w) in self.groups.items()
+            },
         }
 
     @classmethod

@@ -80,12 +80,14 @@ class TriageChain:
         return t, f"{classifier.name} at precision {self.target_precision:.2f}"
 
     def candidates(self, label: Classification) -> list[AgencyCandidate]:
-        """The classifier's labels as agencies (labels naming one agency add up), best first, top three."""
+        """The classifier's labels as agencies, best first, at most three. The decision's own agency
+        carries its calibrated confidence; a runner-up naming an agency already listed adds nothing
+        (the calibration already counted it)."""
         by_agency: dict[str, float] = {}
         for lab, p in label.candidates:
             agency = self.router.agency_for_label(lab)  # type: ignore[attr-defined]
-            if agency is not None:
-                by_agency[agency.name] = by_agency.get(agency.name, 0.0) + p
+            if agency is not None and agency.name not in by_agency:
+                by_agency[agency.name] = p
         ranked = sorted(by_agency.items(), key=lambda kv: -kv[1])[:3]
         return [AgencyCandidate(agency=a, probability=round(min(p, 1.0), 4)) for a, p in ranked]
 
