@@ -84,6 +84,23 @@ def test_low_confidence_goes_to_triage_with_reason(router) -> None:  # type: ign
     assert "below" in d.reason and "Dinas Bina Marga" in d.reason
 
 
+def test_the_models_threshold_decides_and_the_tables_row_overrides_it(tmp_path: Path) -> None:
+    router = load_router()
+    # a calibrated model says: dispatch at 0.9 or more (its threshold for the target precision)
+    d = router.route("road_damage", 0.85, KALIBARU, 0.9, "model m1 at precision 0.95")
+    assert d.routed_to == "triage" and d.threshold == 0.9
+    assert "below 0.90 (model m1 at precision 0.95)" in d.reason and "Dinas Bina Marga" in d.reason
+    d = router.route("road_damage", 0.93, KALIBARU, 0.9, "model m1 at precision 0.95")
+    assert d.routed_to == "agency" and "≥ 0.90 (model m1 at precision 0.95)" in d.reason
+    # below the old guessed default (0.35), a model that knows better still dispatches
+    assert router.route("road_damage", 0.3, KALIBARU, 0.25).routed_to == "agency"
+    # the routing table's own threshold for a category wins over the model's
+    old, new = "road_damage,bina_marga,7,,", "road_damage,bina_marga,7,0.97,"
+    strict = load_router(_copy_tables(tmp_path, edit_routing=lambda t: t.replace(old, new)))
+    d = strict.route("road_damage", 0.95, KALIBARU, 0.9)
+    assert d.routed_to == "triage" and d.threshold == 0.97 and "threshold for road_damage" in d.reason
+
+
 def test_no_or_unknown_category_goes_to_triage(router) -> None:  # type: ignore[no-untyped-def]
     assert router.route(None, 0.0, KALIBARU).routed_to == "triage"
     d = router.route("alien_invasion", 0.99, KALIBARU)
