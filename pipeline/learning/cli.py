@@ -68,6 +68,23 @@ def read_labelled_csv(args: argparse.Namespace) -> tuple[list[Any], list[str], i
     return items, labels, skipped
 
 
+def canonical_labels(labels: list[str]) -> list[str]:
+    """Labels naming an agency the routing table knows (its name, id, short name or a CRM unit label
+    such as DINAS PERHUBUNGAN) become its official name, so CSV history and officers' labels in the
+    store are one class; others (project categories, 'other') are kept as they are."""
+    from ..processors.route import load_router
+
+    router = load_router()
+    names: dict[str, str] = {}
+    out = []
+    for label in labels:
+        if label not in names:
+            agency = None if label in router.rules else router.agency_for_label(label)
+            names[label] = agency.name if agency is not None else label
+        out.append(names[label])
+    return out
+
+
 def train_main(args: argparse.Namespace) -> int:
     from ..offline import InputError
     from ..processors.trained import train
@@ -118,6 +135,7 @@ def train_main(args: argparse.Namespace) -> int:
                 "rows": len(rows),
                 "by_source": dict(Counter(r.source for r in rows)),
             }
+    labels = canonical_labels(labels)
     counts = Counter(labels)
     rare = sorted(label for label, c in counts.items() if c < MIN_EXAMPLES_PER_LABEL)
     if rare:
@@ -252,7 +270,7 @@ def model_main(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.action == "rollback":
             restored, stood_down = reg.rollback(args.actor)
-            print(f"{restored} is live again ({stood_down} retired)")
+            print(f"{restored or 'the built-in lexicon classifier'} routes again ({stood_down} retired)")
             return EXIT_OK
         if args.action == "retire":
             gone = reg.retire(args.actor)

@@ -219,27 +219,29 @@ class ModelRegistry:
             self._event(conn, model_id, action, actor)
             return previous
 
-    def rollback(self, actor: str = "cli") -> tuple[str, str | None]:
-        """Put back the model the live one replaced; returns (restored, stood down)."""
+    def rollback(self, actor: str = "cli") -> tuple[str | None, str]:
+        """Put back what the live model replaced (a registered model, or the built-in lexicon when it
+        replaced none); returns (restored model or None for the lexicon, stood down)."""
         with self._connect() as conn:
             live = conn.execute("SELECT model_id, replaced FROM triage_models WHERE role = 'live'").fetchone()
         if live is None:
-            raise RegistryError("no live model: the built-in lexicon classifier is routing")
+            raise RegistryError("no live model: the built-in lexicon classifier is routing already")
         if not live["replaced"]:
-            raise RegistryError(
-                f"{live['model_id']} replaced no model: use 'model retire' to go back to the built-in lexicon"
-            )
+            self.retire(actor, action="rollback")
+            return None, live["model_id"]
         self.promote(live["replaced"], actor, action="rollback")
+        with self._connect() as conn:
+            self._event(conn, live["model_id"], "rollback", actor)
         return live["replaced"], live["model_id"]
 
-    def retire(self, actor: str = "cli") -> str | None:
+    def retire(self, actor: str = "cli", action: str = "retire") -> str | None:
         """Stand the live model down: workers go back to the built-in lexicon classifier."""
         with self._connect() as conn, conn.transaction():
             row = conn.execute(
                 "UPDATE triage_models SET role = 'retired' WHERE role = 'live' RETURNING model_id"
             ).fetchone()
             if row:
-                self._event(conn, row["model_id"], "retire", actor)
+                self._event(conn, row["model_id"], action, actor)
             return row["model_id"] if row else None
 
     # ------------------------------------------------------------------ decisions and labels
