@@ -1,12 +1,13 @@
 """Fit the lexicon classifier's calibration (``pipeline/data/lexicon.v1.calibration.json``) on real reports.
 
 The untrained default classifier has a raw score, not a probability. This script runs it over the real
-2023 CRM sample, once with the citizen's category hint and once on the text alone, checks each decision's agency against the
-agency that handled the report, and fits the isotonic map raw score → probability of the right agency,
-with the precision curve the router reads its threshold from. The file holds numbers only (knots and
-curve points), never a row of the sample.
+2023 CRM sample, once with the citizen's category hint and once on the text alone, checks each
+decision's agency against the agency that handled the report, and fits the isotonic map raw score →
+probability of the right agency (one map per predicted category and hint agreement, shrunk toward the
+global map), with the precision curve the router reads its threshold from. The file holds numbers
+only (knots and curve points), never a row of the sample.
 
-Usage: .venv/bin/python bench/calibrate_lexicon.py [--check]   (--check: compare, do not write)
+Usage: .venv/bin/python bench/calibrate_lexicon.py [--check]   (--check: print the fit, do not write)
 """
 
 from __future__ import annotations

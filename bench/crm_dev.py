@@ -67,5 +67,7 @@ def load_sample(located: bool = True) -> Sample:
         rows = list(csv.DictReader(fh))
     gaz = load_gazetteer()
     texts = [normalise(r["description"]) for r in rows]
-    regions = [gaz.locate(Location(address=r["location"]), r["description"])[0] if located else None for r in rows]
+    regions = [
+        gaz.locate(Location(address=r["location"]), r["description"])[0] if located else None for r in rows
+    ]
     return Sample(rows, texts, regions, [r["dinas_final"] for r in rows], load_router())
