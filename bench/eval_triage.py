@@ -25,7 +25,7 @@ import re
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,11 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.envelope import Location  # noqa: E402
-from pipeline.processors.classify import load_lexicon_classifier, train  # noqa: E402
+from pipeline.processors.classify import load_lexicon_classifier  # noqa: E402
 from pipeline.processors.group import CaseIndex, GroupItem  # noqa: E402
 from pipeline.processors.locate import load_gazetteer  # noqa: E402
 from pipeline.processors.normalise import normalise  # noqa: E402
-from pipeline.processors.route import load_router  # noqa: E402
 
 DEV_CSV = Path(os.environ.get("CRM_DEV_CSV", ROOT.parent / "shared" / "data" / "crm_dev.csv"))
 PARAPHRASES = ROOT / "bench" / "data" / "grouping_paraphrases.jsonl"
@@ -77,71 +76,6 @@ def agency_label_map(router, top: set[str]) -> dict[str, str]:  # type: ignore[n
 
 def section(title: str) -> None:
     print(f"\n== {title}")
-
-
-def eval_default(rows, texts, regions, router) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    top = {r["dinas_final"] for r in rows} - {"other"}
-    to_label = agency_label_map(router, top)
-    lex = load_lexicon_classifier()
-    labels = lex.classify(texts)
-    gold = [r["dinas_final"] for r in rows]
-    pred, pred_any = [], []
-    for label, region in zip(labels, regions, strict=True):
-        d = router.route(label.category, label.confidence, region)
-        pred.append(to_label[d.agency] if d.routed_to == "agency" and d.agency else "triage")
-        rule = router.rules.get(label.category) if label.category else None
-        pred_any.append(to_label[rule.agency.name] if rule else "triage")
-    n = len(gold)
-    acc = sum(g == p for g, p in zip(gold, pred, strict=True)) / n
-    routed = [(g, p) for g, p in zip(gold, pred, strict=True) if p != "triage"]
-    acc_any = sum(g == p for g, p in zip(gold, pred_any, strict=True)) / n
-    f1 = macro_f1(gold, pred)
-    section("default classifier (lexicon-v1) → routing table → agency, vs dinas_final")
-    print(f"accuracy            {acc:.3f}   (target ≥ {TARGETS['default_acc']:.2f}; "
-          "reports left for triage count as wrong)")  # fmt: skip
-    print(f"macro-F1            {f1:.3f}")
-    print(f"routed automatically {len(routed) / n:.3f} of reports; accuracy among them {_acc(routed):.3f}")
-    print(f"accuracy ignoring the confidence threshold {acc_any:.3f}")
-    cats = Counter(label.category or "(none)" for label in labels)
-    print("categories: " + ", ".join(f"{k} {v}" for k, v in cats.most_common()))
-    _confusion(gold, pred)
-    return acc, f1
-
-
-def _acc(pairs: list[tuple[str, str]]) -> float:
-    return sum(g == p for g, p in pairs) / len(pairs) if pairs else 0.0
-
-
-def _confusion(gold: list[str], pred: list[str]) -> None:
-    by_gold: dict[str, Counter] = defaultdict(Counter)
-    for g, p in zip(gold, pred, strict=True):
-        by_gold[g][p] += 1
-    print("per dinas_final label: n, recall, most frequent wrong predictions")
-    for g, c in sorted(by_gold.items(), key=lambda kv: -sum(kv[1].values())):
-        n = sum(c.values())
-        wrong = ", ".join(f"{p} {k}" for p, k in c.most_common() if p != g)[:90]
-        print(f"  {g[:44]:44} {n:4} {c[g] / n:.2f}  {wrong}")
-
-
-def eval_trained(rows, texts, folds: int = 5) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    from sklearn.model_selection import StratifiedKFold
-
-    gold = [r["dinas_final"] for r in rows]
-    pred: list[str] = [""] * len(gold)
-    started = time.perf_counter()
-    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, gold):
-        model = train([texts[i] for i in tr], [gold[i] for i in tr])
-        for i, c in zip(te, model.classify([texts[i] for i in te]), strict=True):
-            pred[i] = c.category or "triage"
-    acc = sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold)
-    f1 = macro_f1(gold, pred)
-    section(f"trained classifier (TF-IDF word+char + lexicon scores, calibrated linear SVM), {folds}-fold CV")
-    print(f"accuracy            {acc:.3f}   (target ≥ {TARGETS['cv_acc']:.2f})")
-    print(f"macro-F1            {f1:.3f}   (target ≥ {TARGETS['cv_f1']:.2f})")
-    took = time.perf_counter() - started
-    print(f"({took:.1f}s for {folds} fits; labels = dinas_final, predicted directly)")
-    _confusion(gold, pred)
-    return acc, f1
 
 
 def expected_kelurahan(gaz) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -324,23 +258,28 @@ def eval_throughput(rows, copies: int = 12) -> float:  # type: ignore[no-untyped
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="skip the 5-fold cross-validation")
+    ap.add_argument("--quick", action="store_true", help="skip the trained model's cross-validation")
     args = ap.parse_args()
     rows = load_dev()
     print(f"crm_dev: {len(rows)} reports from {DEV_CSV}")
-    router, gaz = load_router(), load_gazetteer()
+    gaz = load_gazetteer()
     texts = [normalise(r["description"]) for r in rows]
     ok, n, regions = eval_locate(rows, gaz)
-    acc, _ = eval_default(rows, texts, regions, router)
-    cv_acc = cv_f1 = None
-    if not args.quick:
-        cv_acc, cv_f1 = eval_trained(rows, texts)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from eval_classify import run as eval_dispatch  # triage dispatch (issue #16)
+
+    dispatch = eval_dispatch(quick=args.quick)
     eval_grouping(rows, texts, regions)
     rate = eval_throughput(rows)
     section("summary")
+    acc = dispatch["default"]["acc"]
     print(f"default accuracy {acc:.3f} | kelurahan {ok}/{n} | throughput {rate:,.0f}/s", end="")
-    print(f" | CV accuracy {cv_acc:.3f} macro-F1 {cv_f1:.3f}" if cv_acc is not None else "")
-    sys.path.insert(0, str(ROOT / "bench"))
+    t = dispatch.get("trained")
+    print(
+        f" | CV accuracy {t['acc']:.3f} macro-F1 {t['f1']:.3f} coverage at ≥95% precision {t['coverage']:.3f}"
+        if t
+        else ""
+    )
     from eval_surge import run as eval_surges  # surge detection on generated weeks (issue #17)
 
     eval_surges(seeds=1 if args.quick else 3)
