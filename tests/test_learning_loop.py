@@ -56,6 +56,7 @@ def loop(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     iso = harness.Isolated()
     iso.create_database()
     ingress_port, api_port, metrics_port = harness.free_port(), harness.free_port(), harness.free_port()
+    dashboard_port = harness.free_port()
     env = {
         **iso.env,
         "CRM_INGRESS_PORT": str(ingress_port),
@@ -71,11 +72,13 @@ def loop(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         harness.Process("ingress", ["ingress"], env),
         harness.Process("worker", ["worker", "--loglevel", "warning"], env),
         harness.Process("api", ["api"], env),
+        harness.Process("dashboard", ["dashboard", "--port", str(dashboard_port)], env),
     ]
     try:
         harness.wait_http(f"http://127.0.0.1:{ingress_port}/readyz", procs[0])
         harness.wait_http(f"http://127.0.0.1:{api_port}/healthz", procs[2])
         harness.wait_http(f"http://127.0.0.1:{metrics_port}/metrics", procs[1])
+        harness.wait_http(f"http://127.0.0.1:{dashboard_port}/healthz", procs[3])
         history = tmp_path_factory.mktemp("history") / "history.csv"
         lines = ["text,agency"] + [
             f'"{t.format(s)}",{a}' for a, ts in HISTORY.items() for t in ts for s in STREETS
@@ -87,6 +90,7 @@ def loop(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
             "ingress": f"http://127.0.0.1:{ingress_port}",
             "api": f"http://127.0.0.1:{api_port}",
             "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+            "dashboard": f"http://127.0.0.1:{dashboard_port}/api/snapshot",
             "history": history,
             "worker": procs[1],
         }
@@ -138,6 +142,15 @@ def report(loop: dict[str, Any], text: str) -> dict[str, Any]:
         )
 
     return harness.wait_until(stored, timeout=60, what=f"report {rid} stored")
+
+
+def dashboard_models(loop: dict[str, Any], ready: Any) -> dict[str, Any]:
+    def snapshot() -> dict[str, Any] | None:
+        with urllib.request.urlopen(loop["dashboard"], timeout=5) as resp:
+            models = orjson.loads(resp.read()).get("models")
+        return models if models and ready(models) else None
+
+    return harness.wait_until(snapshot, timeout=30, what="the dashboard's model card")
 
 
 def worker_runs(loop: dict[str, Any], role: str, model: str) -> None:
@@ -211,6 +224,15 @@ def test_officers_corrections_train_a_model_that_is_shadowed_promoted_and_rolled
     compared = orjson.loads(cli(loop, "model", "compare", "--json"))
     assert compared["shadow"] == model and compared["decisions"] >= 1 and compared["agreement"] < 1
     assert compared["shadow_model"]["accuracy"] == 1.0 and compared["live_model"]["accuracy"] == 0.0
+    # the dashboard shows both models and how right each was by the officers' judgement
+    board = dashboard_models(loop, lambda m: m["shadow"] and m["shadow"]["labelled"] >= 1)
+    assert board["live"]["model"] == "lexicon-v1" and board["live"]["judged"] == 8
+    assert board["live"]["accuracy"] == pytest.approx(1 / 8)  # one confirmation, seven re-routes
+    assert (board["shadow"]["model"], board["shadow"]["accuracy"], board["shadow"]["live_accuracy"]) == (
+        model,
+        1.0,
+        0.0,
+    )
 
     # 6. Promoted: the running worker (no restart) routes the next such report with the new model
     cli(loop, "model", "promote", model)
@@ -218,6 +240,7 @@ def test_officers_corrections_train_a_model_that_is_shadowed_promoted_and_rolled
     after = report(loop, pungli(MARKETS[7]))
     assert (after["agency"], after["routed_to"], after["classifier"]) == (SATPOL, "agency", model)
     assert loop["worker"].proc.poll() is None  # the same process all along
+    assert dashboard_models(loop, lambda m: m["live"]["model"] == model)["shadow"] is None
 
     # 7. Rolled back: the lexicon routes again
     cli(loop, "model", "rollback")

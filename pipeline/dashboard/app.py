@@ -257,6 +257,9 @@ class Collector:
         from .notifications import undelivered_rows  # issue #20: what never reached the citizen
 
         out["undelivered"] = await undelivered_rows(conn, self.settings)
+        from .models import model_rows  # issue #16: the live model, its shadow, how right each is
+
+        out["models"] = await model_rows(conn)
 
         tracking = "tracking_number" if has_tracking else "NULL"
         out["recent"] = [

@@ -78,6 +78,17 @@ function renderUndelivered(s) {
     `<tr><td>${esc(x.tracking_number)}</td><td>${esc(x.destination)}</td><td>${esc(x.kind)}${x.to_status ? " " + esc(x.to_status) : ""}</td><td class="num">${fmt(x.attempts)}</td><td><small>${esc(x.error)}</small></td><td>${timeOf(x.created_at)}</td></tr>`).join("") || '<tr><td class="muted" colspan="6">nothing undelivered</td></tr>';
 }
 
+function renderModels(s) {
+  const m = s.models;
+  if (!m) { $("#models tbody").innerHTML = '<tr><td class="muted" colspan="6">no model registry yet</td></tr>'; return; }
+  const pct = (x) => x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%";
+  const rows = [`<tr><td>live</td><td>${esc(m.live.model)}</td><td>${m.live.since ? timeOf(m.live.since) : "built in"}</td><td class="num">${fmt(m.live.judged)} <small>(${esc(m.window)})</small></td><td class="num">${pct(m.live.accuracy)}</td><td></td></tr>`];
+  if (m.shadow) {
+    rows.push(`<tr><td>shadow</td><td>${esc(m.shadow.model)}</td><td>${timeOf(m.shadow.since)}</td><td class="num">${fmt(m.shadow.labelled)} of ${fmt(m.shadow.decisions)}</td><td class="num">${pct(m.shadow.accuracy)} <small>(live ${pct(m.shadow.live_accuracy)})</small></td><td class="num">${pct(m.shadow.agreement)}</td></tr>`);
+  }
+  $("#models tbody").innerHTML = rows.join("");
+}
+
 function render(s) {
   LAST = s;
   const t = s.totals || {};
@@ -134,6 +145,7 @@ function render(s) {
     `<tr data-report="${r.report_id}"><td>${timeOf(r.received_at)}</td><td><a href="/report/${r.report_id}">${esc(r.tracking_number || r.report_id.slice(0, 8))}</a></td><td>${esc(r.channel)}</td><td>${esc(r.category || "–")}</td><td>${esc(r.agency || "–")}</td><td>${esc(r.kelurahan || "–")}</td><td>${badge(r.status, colours)}</td><td class="text">${esc(r.text)}</td></tr>`).join("");
   renderSurges(s);
   renderUndelivered(s);
+  renderModels(s);
   renderMap(s);
   const errs = Object.entries(s.errors || {});
   $("#errors").innerHTML = errs.map(([k, v]) => `<p>${esc(k)}: ${esc(v)}</p>`).join("");
