@@ -118,10 +118,11 @@ def triage_main(args: argparse.Namespace) -> int:
     from .envelope import Report, Reporter, utcnow
     from .ops.backfill import Mapping, when_reported
     from .processors.chain import TriageChain, settle_heap
-    from .processors.classify import ModelFileError, load_classifier
+    from .processors.classify import ModelFileError
     from .processors.group import CaseIndex
     from .processors.locate import load_gazetteer
     from .processors.route import RoutingTableError, load_router
+    from .processors.trained import load_classifier
     from .settings import get_settings
 
     needed = {"--id-column": args.id_column, "--text-column": args.text_column}

@@ -121,9 +121,9 @@ def csv_hits(args: argparse.Namespace) -> Iterator[Any]:
     from .offline import InputError, _location, _open_csv, _rows
     from .ops.backfill import Mapping, when_reported
     from .processors.chain import TriageChain, settle_heap
-    from .processors.classify import load_classifier
     from .processors.group import CaseIndex
     from .processors.surge import Hit
+    from .processors.trained import load_classifier
 
     needed = {
         "--id-column": args.id_column,

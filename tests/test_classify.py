@@ -7,18 +7,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.envelope import Region
-from pipeline.processors.classify import (
-    Classification,
-    LexiconClassifier,
-    ModelFileError,
-    Signals,
-    TrainedClassifier,
-    load_classifier,
-    load_model,
-    train,
-)
+from pipeline.processors.classify import Classification, LexiconClassifier, ModelFileError, Signals
 from pipeline.processors.normalise import normalise
 from pipeline.processors.route import load_router
+from pipeline.processors.trained import TrainedClassifier, load_classifier, load_model, train
 
 
 def lex_label(text: str) -> Classification:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..envelope import AgencyCandidate, Region, Report, Triage, utcnow
-from .classify import Classification, Classifier, Signals, load_classifier
+from .classify import Classification, Classifier, Signals
 from .group import CaseDecision, CaseIndex
 from .locate import load_gazetteer
 from .normalise import mask_names, mask_pii, normalise, warm_up
 from .route import RouteDecision, load_router
+from .trained import load_classifier
 
 #: the precision automatic dispatch aims at unless settings say otherwise (CRM_ROUTE_TARGET_PRECISION)
 DEFAULT_TARGET_PRECISION = 0.95

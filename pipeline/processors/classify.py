@@ -18,7 +18,8 @@ precision rather than a guessed score. Plain strings are accepted for text-only 
 * :class:`~pipeline.processors.trained.TrainedClassifier` — scikit-learn, trained on a city's own
   history (text, hint, channel and place); see :mod:`pipeline.processors.trained`.
 
-:func:`load_classifier` returns the trained model when given a path, else the lexicon classifier.
+:func:`~pipeline.processors.trained.load_classifier` returns a trained model from a file, else the
+lexicon classifier.
 """
 
 from __future__ import annotations
@@ -294,22 +295,3 @@ def load_lexicon_classifier(path: str | None = None, calibrated: bool = True) ->
     if calibrated and path is None and LEXICON_CALIBRATION.exists():
         cal = read_calibration(LEXICON_CALIBRATION)
     return LexiconClassifier(read_lexicon(path or LEXICON_PATH), hints=read_hint_map(), calibration=cal)
-
-
-# The trained model lives in its own module (scikit-learn is imported only when one is used).
-def load_classifier(model_path: str | None = None) -> Classifier:
-    """The trained model at ``model_path``, or the built-in lexicon classifier."""
-    if model_path:
-        from .trained import load_model
-
-        return load_model(model_path)
-    return load_lexicon_classifier()
-
-
-def __getattr__(name: str) -> object:
-    # ``from pipeline.processors.classify import train, TrainedClassifier, load_model`` keeps working
-    if name in {"train", "TrainedClassifier", "load_model", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"}:
-        from . import trained
-
-        return getattr(trained, name)
-    raise AttributeError(name)

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from .calibration import Calibration, coverage_at_precision, reliability_table
-from .classify import Classification, ModelFileError, Signals, as_signals, hint_key, load_lexicon_classifier
+from .classify import (
+    Classification,
+    Classifier,
+    ModelFileError,
+    Signals,
+    as_signals,
+    hint_key,
+    load_lexicon_classifier,
+)
 
 MODEL_FORMAT = "crm-triage-model"
 MODEL_FORMAT_VERSION = 2
@@ -320,3 +328,8 @@ def load_model(path: str | Path) -> TrainedClassifier:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     return loads_model(path.read_bytes(), str(path))
+
+
+def load_classifier(model_path: str | None = None) -> Classifier:
+    """The trained model at ``model_path``, or the built-in lexicon classifier."""
+    return load_model(model_path) if model_path else load_lexicon_classifier()
