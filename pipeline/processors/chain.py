@@ -90,7 +90,10 @@ class TriageChain:
             if agency is not None and agency.name not in by_agency:
                 by_agency[agency.name] = p
         ranked = sorted(by_agency.items(), key=lambda kv: -kv[1])[:3]
-        return [AgencyCandidate(agency=a, probability=round(min(p, 1.0), 4)) for a, p in ranked]
+        # built unvalidated: the names come from the agencies table and p from the classifier, in [0, 1]
+        return [
+            AgencyCandidate.model_construct(agency=a, probability=round(min(p, 1.0), 4)) for a, p in ranked
+        ]
 
     def decide(
         self, classifier: Classifier, reports: Sequence[Report]
