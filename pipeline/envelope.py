@@ -18,7 +18,9 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = "1.2"  # 1.1: triage.public_text; 1.2: triage.candidates, route_threshold, case_recurs, case_occurrence, case_candidates (additive)
+# 1.1: triage.public_text; 1.2: triage.candidates, route_threshold, case_recurs, case_occurrence,
+# case_candidates (all additive)
+SCHEMA_VERSION = "1.2"
 SCHEMA_MAJOR = 1
 
 #: Namespace for report ids; changing it would re-key every report ever stored, so it is frozen.
