@@ -234,6 +234,8 @@ class Api:
         self.auth(request, DESK_READ)
         try:
             outbox_id = int(request.match_info["outbox_id"])
+            if not 0 < outbox_id < 2**63:
+                raise ValueError(f"no notification {outbox_id}")
             body = orjson.loads(await request.read() or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
@@ -243,6 +245,8 @@ class Api:
             if not isinstance(officer, str) or not officer.strip() or len(officer) > 200:
                 raise ValueError("'officer' names who told the reporter (1-200 characters)")
             office = body.get("office") or request.query.get("office")
+            if office is not None and (not isinstance(office, str) or len(office) > 40):
+                raise ValueError("'office' is the desk's office code (a string)")
         except (ValueError, orjson.JSONDecodeError) as exc:
             raise ApiError(422, f"invalid acknowledgement: {exc}", "invalid_body") from None
         assert self.pool is not None
