@@ -1,19 +1,27 @@
 """deploy/k8s validates against the Kubernetes OpenAPI schemas (bundled in kubernetes-validate, offline)
-and keeps the pipeline's own rules: workers bounded by partitions, probes on every long-running pod."""
+and keeps the pipeline's own rules: a Deployment for every long-running process of ``crm-pipeline``
+(tests/deploy_processes.py derives them from the CLI), workers bounded by partitions, probes on what each
+process really serves, ports and settings that agree with the code, every production secret named."""
 
 from __future__ import annotations
 
+import copy
+import re
+from functools import cache
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests import deploy_processes as dp
+
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
 VERSION = "1.30.0"
 
 
-def documents() -> list[tuple[str, dict]]:
+@cache
+def _documents() -> list[tuple[str, dict]]:
     docs = []
     for path in sorted(K8S.glob("*.yaml")):
         if path.name == "kustomization.yaml":
@@ -22,6 +30,10 @@ def documents() -> list[tuple[str, dict]]:
             if doc:
                 docs.append((path.name, doc))
     return docs
+
+
+def documents() -> list[tuple[str, dict]]:
+    return copy.deepcopy(_documents())
 
 
 def by_kind(kind: str) -> dict[str, dict]:
@@ -56,15 +68,129 @@ def test_workers_are_bounded_by_partitions() -> None:
     assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= partitions
 
 
-def test_long_running_pods_have_probes_and_read_settings_from_config_and_secret() -> None:
-    config = by_kind("ConfigMap")["crm-pipeline-config"]["data"]
+NO_PROBES = "crm-pipeline/no-probes"
+
+
+def container(deployment: dict) -> dict:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def deployed(docs: list[tuple[str, dict]]) -> dict[dp.Cmd, list[str]]:
+    """Each ``crm-pipeline`` command the Deployments run → their names."""
+    out: dict[dp.Cmd, list[str]] = {}
+    for _, d in docs:
+        if d["kind"] == "Deployment":
+            cmd, _ = dp.parse(container(d)["args"])
+            out.setdefault(cmd, []).append(d["metadata"]["name"])
+    return out
+
+
+def missing_processes(docs: list[tuple[str, dict]]) -> list[dp.Cmd]:
+    return [c for c in dp.long_running() if c not in deployed(docs)]
+
+
+def pod_settings(deployment: dict):
+    """Settings as the pod sees them: the ConfigMap, the Secret (its example) and the container's env."""
+    env = dict(by_kind("ConfigMap")["crm-pipeline-config"]["data"])
+    env.update(next(d for n, d in documents() if n == "secret.example.yaml")["stringData"])
+    env.update({e["name"]: e["value"] for e in container(deployment).get("env", []) if "value" in e})
+    return dp.settings_from(env)
+
+
+def test_every_long_running_process_has_a_deployment() -> None:
+    assert missing_processes(documents()) == []
+    for cmd, names in deployed(documents()).items():
+        assert not dp.one_shot(cmd), f"{names} run crm-pipeline {' '.join(cmd)}, which exits when done"
+
+
+def test_the_check_catches_a_process_without_a_deployment() -> None:
+    docs = [(n, d) for n, d in documents() if n != "api.yaml"]
+    assert missing_processes(docs) == [("api",)]
+
+
+def test_long_running_pods_read_settings_from_config_and_secret() -> None:
     for name, deployment in by_kind("Deployment").items():
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert {"livenessProbe", "readinessProbe"} <= set(container), name
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
-        refs = {next(iter(e.values()))["name"] for e in container["envFrom"]}
+        refs = {next(iter(e.values()))["name"] for e in container(deployment)["envFrom"]}
         assert refs == {"crm-pipeline-config", "crm-pipeline-secrets"}, name
-    assert config["CRM_WORKER_METRICS_PORT"] != "0"  # the worker's probes need its telemetry port
+        pod_settings(deployment)  # the ConfigMap's values are ones Settings accepts
+
+
+@pytest.mark.parametrize("name", sorted(by_kind("Deployment")))
+def test_probes_ask_what_the_process_serves_on_the_port_it_listens_on(name: str) -> None:
+    deployment = by_kind("Deployment")[name]
+    c = container(deployment)
+    cmd, ns = dp.parse(c["args"])
+    probes = {k: c[k] for k in ("startupProbe", "livenessProbe", "readinessProbe") if k in c}
+    if cmd not in dp.LISTENERS:  # nothing to probe: the manifest says so, and why
+        assert not probes and not c.get("ports"), name
+        assert len(deployment["metadata"].get("annotations", {}).get(NO_PROBES, "")) > 20, name
+        return
+    assert {"livenessProbe", "readinessProbe"} <= set(probes), name
+    settings = pod_settings(deployment)
+    host, port = dp.listens(cmd, ns, settings)
+    assert port, f"{name}: its port is off (0), nothing to probe"
+    assert host in ("0.0.0.0", "::"), f"{name} listens on {host}: kubelet and Services cannot reach it"  # noqa: S104
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for kind, probe in probes.items():
+        (how,) = {"httpGet", "tcpSocket", "exec", "grpc"} & set(probe)
+        assert how in ("httpGet", "tcpSocket"), (name, kind)
+        target = probe[how]["port"]
+        assert ports.get(target, target) == port, f"{name} {kind} probes port {target}, it listens on {port}"
+        if how == "httpGet":
+            assert dp.serves(cmd, probe[how]["path"], settings), (
+                f"{name} {kind}: {probe[how]['path']} not served"
+            )
+    ready = probes["readinessProbe"]
+    if "httpGet" in ready and dp.serves(cmd, "/readyz", settings):
+        assert ready["httpGet"]["path"] == "/readyz", f"{name}: readiness should ask /readyz, which it serves"
+    scrape = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if scrape.get("prometheus.io/scrape") == "true":
+        assert int(scrape["prometheus.io/port"]) == port and dp.serves(cmd, "/metrics", settings), name
+
+
+@pytest.mark.parametrize("cmd", sorted(dp.FAUST), ids=" ".join)
+def test_faust_processes_run_in_a_writable_directory(cmd: dp.Cmd) -> None:
+    for name in deployed(documents())[cmd]:
+        spec = by_kind("Deployment")[name]["spec"]["template"]["spec"]
+        c = container(by_kind("Deployment")[name])
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        volume = mounts.get(c.get("workingDir", ""))
+        assert volume, f"{name} runs in {c.get('workingDir', 'the image’s /app')}, which it cannot write"
+        assert any(v["name"] == volume and "emptyDir" in v for v in spec["volumes"]), name
+
+
+def test_services_reach_their_pods() -> None:
+    deployments = by_kind("Deployment")
+    for name, service in by_kind("Service").items():
+        selector = service["spec"]["selector"].items()
+        (target,) = [
+            d for d in deployments.values() if selector <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        ports = {p["name"] for p in container(target).get("ports", [])}
+        for p in service["spec"]["ports"]:
+            assert p["targetPort"] in ports, (
+                f"Service {name} targets {p['targetPort']}, not a port of its pods"
+            )
+
+
+def test_dashboard_reaches_the_officer_api() -> None:
+    url = by_kind("ConfigMap")["crm-pipeline-config"]["data"]["CRM_DASHBOARD_OFFICER_API"]
+    m = re.fullmatch(r"http://([\w-]+)(?::(\d+))?/?", url)
+    assert m, url
+    assert m.group(1) in by_kind("Service"), f"CRM_DASHBOARD_OFFICER_API names no Service: {url}"
+    service = by_kind("Service")[m.group(1)]
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == int(m.group(2) or 80)]
+    pods = service["spec"]["selector"].items()
+    (api,) = [d for d in by_kind("Deployment").values() if dp.parse(container(d)["args"])[0] == ("api",)]
+    assert pods <= api["spec"]["template"]["metadata"]["labels"].items()
+    assert port["targetPort"] in {p["name"] for p in container(api)["ports"]}
+
+
+def test_prepare_job_runs_every_prepare_step() -> None:
+    spec = by_kind("Job")["crm-pipeline-prepare"]["spec"]["template"]["spec"]
+    steps = [dp.parse(c["args"])[0] for c in spec.get("initContainers", []) + spec["containers"]]
+    assert steps == dp.PREPARE
 
 
 def test_ingress_is_behind_a_service() -> None:
@@ -87,3 +213,23 @@ def test_secret_example_names_every_production_secret() -> None:
         and name != "twitter_bearer_token"
     }
     assert secret_fields <= set(secret["stringData"]), secret_fields - set(secret["stringData"])
+
+
+def test_secret_example_names_every_secret_the_built_in_channels_declare() -> None:
+    """Channels declare settings of their own (adapters and reply senders, pipeline/sources/config.py);
+    production refuses a development value of any secret among them that is not optional."""
+    from pipeline.crm.notify.replies import discover_replies
+    from pipeline.sources.registry import discover
+
+    (secret,) = [d for n, d in documents() if n == "secret.example.yaml"]
+    models = [getattr(c, "settings_model", None) for c in discover().values()]
+    models += [r.settings_model for r in discover_replies().values()]
+    needed = {
+        m.env_name(f)
+        for m in models
+        if m is not None and m.__module__.startswith("pipeline.")  # plug-in packages bring their own
+        for f in m.model_fields
+        if m.is_secret(f) and f not in m.optional_secrets
+    }
+    assert "CRM_JAKI_REPLY_SECRET" in needed
+    assert needed <= set(secret["stringData"]), needed - set(secret["stringData"])
