@@ -233,3 +233,19 @@ def test_secret_example_names_every_secret_the_built_in_channels_declare() -> No
     }
     assert "CRM_JAKI_REPLY_SECRET" in needed
     assert needed <= set(secret["stringData"]), needed - set(secret["stringData"])
+
+
+def test_runbook_names_every_process_with_its_service_and_deployment() -> None:
+    """docs/runbook.md, "Processes and where they run": one row per process, naming the compose service
+    and the Deployment that run it."""
+    text = (K8S.parents[1] / "docs" / "runbook.md").read_text()
+    section = text.split("## Processes and where they run", 1)[1].split("\n## ", 1)[0]
+    services = yaml.safe_load((K8S.parents[1] / "docker-compose.yml").read_text())["services"]
+    in_compose: dict[dp.Cmd, list[str]] = {}
+    for name, service in services.items():
+        if service.get("build"):
+            in_compose.setdefault(dp.parse(service["command"])[0], []).append(name)
+    for cmd in dp.long_running():
+        (row,) = [r for r in section.splitlines() if r.startswith(f"| `crm-pipeline {' '.join(cmd)}` |")]
+        for name in in_compose[cmd] + deployed(documents())[cmd]:
+            assert f"`{name}`" in row, (cmd, name)
