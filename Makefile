@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: fuzz help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format openapi schema eval bench chaos clean k8s-rules
+.PHONY: fuzz help install stack-start stack-stop stack-status topics migrate ingress worker demo test test-fast lint format openapi schema eval bench chaos clean k8s-rules soak
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -61,6 +61,10 @@ eval: install  ## triage accuracy, macro-F1, kelurahan resolution, grouping prec
 
 bench: install  ## benchmark (issue #5) on a private stack on other ports: bench/results/latest.json + plot (BENCH_ARGS=--quick)
 	@$(PY) -m pipeline bench $(BENCH_ARGS)
+
+DURATION ?= 2h
+soak: install  ## realistic traffic for DURATION (2h) on a private stack, memory/lag/loss judged: bench/results/soak-latest.*
+	@$(PY) -m pipeline.bench.soak --duration $(DURATION) $(SOAK_ARGS)
 
 clean:  ## remove local state (stops the stack first)
 	@deploy/stack.sh stop || true

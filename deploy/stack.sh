@@ -121,7 +121,9 @@ kafka_start() {
     "$template" >"$dir/server.properties"
   chmod 600 "$dir/server.properties"
   local cp="$KAFKA_CACHE/lib/*"
-  local jopts=(-Xms256m -Xmx1g -XX:+UseG1GC "-Dlog4j2.configurationFile=$ROOT/deploy/kafka/log4j2.xml"
+  local heap
+  read -r -a heap <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"  # the soak pins it (Xms = Xmx, pre-touched)
+  local jopts=("${heap[@]}" -XX:+UseG1GC "-Dlog4j2.configurationFile=$ROOT/deploy/kafka/log4j2.xml"
     "-Dkafka.logs.dir=$dir/logs")
   if [[ ! -f $dir/data/meta.properties ]]; then
     local cluster_id

@@ -139,7 +139,7 @@ def test_broker_disk_full(private_stack, tmp_path):
         c._run([str(c.STACK), "start", "kafka"], kenv)
         base = {**private_stack.env(), "CRM_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}"}
         space = c.Space(
-            "7-disk-full", base, CRM_LAG_SAMPLE_S="1", CRM_WORKER_METRICS_PORT=str(worker_metrics)
+            "8-disk-full", base, CRM_LAG_SAMPLE_S="1", CRM_WORKER_METRICS_PORT=str(worker_metrics)
         )
         space.prepare()
         url = space.start_ingress()
