@@ -133,8 +133,8 @@ class Triage(_Model):
     routed_to: str | None = Field(None, description="'agency', 'triage' (needs a person)")
     candidates: list[AgencyCandidate] | None = Field(
         None,
-        description="the classifier's most likely agencies with the probability that each is right, best "
-        "first (up to three): what the admin picks from when the report waits in triage",
+        description="on a report left for a person: the classifier's most likely agencies with the "
+        "probability that each is right, best first (up to three), what the admin picks from",
     )
     route_threshold: float | None = Field(
         None,

@@ -64,7 +64,8 @@ class TriageChain:
                 agency_unit=decision.agency_unit,
                 routed_to=decision.routed_to,
                 route_reason=f"{decision.reason}; location: {where}",
-                candidates=self.candidates(label) or None,
+                # what the admin picks from: only reports that wait for a person need them
+                candidates=(self.candidates(label) or None) if decision.routed_to == "triage" else None,
                 route_threshold=decision.threshold,
                 expected_by=report.received_at + timedelta(days=decision.expected_days),
                 processed_at=now,

@@ -103,9 +103,9 @@ class HintMap:
     def __call__(self, hint: str | None) -> str | None:
         if not hint:
             return None
+        if hint in self._cache:  # the picker has a hundred labels: nearly every hint is a cache hit
+            return self._cache[hint]
         key = hint_key(hint)
-        if key in self._cache:
-            return self._cache[key]
         found = self._exact.get(key)
         if found is None:
             padded = f" {key} "
@@ -114,7 +114,7 @@ class HintMap:
                     found = cat
                     break
         if len(self._cache) < 10_000:
-            self._cache[key] = found
+            self._cache[hint] = found
         return found
 
 
