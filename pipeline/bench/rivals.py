@@ -19,22 +19,20 @@ import statistics
 import subprocess
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from tqdm import tqdm
 
 from . import peer_env
 from .budget import per_report
+from .procs import Proc, Window
 from .stack import ROOT, Space
-
-if TYPE_CHECKING:
-    from .runner import Bench
 
 PEER = "quix_peer"
 
 
-async def faust_floor(bench: Bench, src: str, dst: str) -> dict[str, Any]:
+async def faust_floor(bench: Any, src: str, dst: str) -> dict[str, Any]:
     """``--repeat`` runs of the Faust pass-through over the baseline's preloaded topic."""
     cfg = bench.cfg
     runs = []
@@ -80,7 +78,7 @@ async def faust_floor(bench: Bench, src: str, dst: str) -> dict[str, Any]:
     }
 
 
-async def quix_peer(bench: Bench) -> dict[str, Any]:
+async def quix_peer(bench: Any) -> dict[str, Any]:
     """``--repeat`` drains of the Quix Streams peer, each from the live-sized case store."""
     target = await asyncio.to_thread(peer_env.ensure)
     if target is None:
@@ -95,15 +93,11 @@ async def quix_peer(bench: Bench) -> dict[str, Any]:
         bench.pipeline_cmd("topics", "create")
         bench.pipeline_cmd("store", "migrate")
         path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
-        from .runner import Proc
-
         env = {**bench.env(), "PYTHONPATH": path}
         proc = Proc(PEER, [], env, bench.logdir, module="pipeline.bench.quix_peer")
         bench.workers = [proc]
         bench.monitor.watch(PEER, proc.pid)
         await bench.wait_group(1)
-        from .runner import Window
-
         w = Window("quix warm-up", datetime.now(UTC))
         await bench.send_backlog(w, 200)
         w.t1 = datetime.now(UTC)

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from . import profile as pyspy
 from . import rivals
 from .budget import cpu_budget
 from .monitor import Monitor
+from .procs import Proc, Window
 from .stack import ROOT, BenchStack, Space, log
 from .traffic import CHANNEL_MIX, HISTORY_PER_DAY, Traffic, stamp
 
@@ -155,53 +156,6 @@ def git_commit() -> dict[str, Any]:
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "pipeline"))}
-
-
-class Proc:
-    """A pipeline process (``python -m pipeline …``) with its log in the results' log folder."""
-
-    def __init__(
-        self, name: str, args: list[str], env: dict[str, str], logdir: Path, module: str = "pipeline"
-    ) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-@dataclass
-class Window:
-    name: str
-    t0: datetime
-    t1: datetime | None = None
-    sent: int = 0
-    unique: set[str] = field(default_factory=set)
 
 
 class Bench:
