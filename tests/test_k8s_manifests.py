@@ -249,3 +249,19 @@ def test_runbook_names_every_process_with_its_service_and_deployment() -> None:
         (row,) = [r for r in section.splitlines() if r.startswith(f"| `crm-pipeline {' '.join(cmd)}` |")]
         for name in in_compose[cmd] + deployed(documents())[cmd]:
             assert f"`{name}`" in row, (cmd, name)
+
+
+def test_listener_table_agrees_with_the_cli_and_settings() -> None:
+    """tests/deploy_processes.py's LISTENERS names the settings the code reads: the CLI's --host/--port
+    say which variable they default to; a telemetry port is a Settings field about /healthz /readyz."""
+    from pipeline.settings import Settings
+
+    commands = dp._subparsers(dp._parser()).choices
+    for cmd, spec in dp.LISTENERS.items():
+        if spec.kind == "telemetry":
+            assert "/healthz /readyz" in Settings.model_fields[spec.port].description, cmd
+            continue
+        options = {a.dest: a.help or "" for a in commands[cmd[0]]._actions}
+        for flag, field in (("port", spec.port), ("host", spec.host)):
+            assert field in Settings.model_fields, (cmd, field)
+            assert f"CRM_{field.upper()}" in options[flag], (cmd, options[flag])
