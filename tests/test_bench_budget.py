@@ -66,3 +66,13 @@ def test_ratios_put_our_stored_rows_over_each_floor_and_the_peer() -> None:
     assert r == {"ours_to_aiokafka_floor": 0.01, "ours_to_faust_floor": 0.5, "ours_to_quix_peer": 1.5}
     # a phase that did not run gives no ratio rather than a division by zero
     assert ratios({"throughput_rps": 1500, "peer": {"skipped": "no pip"}})["ours_to_quix_peer"] is None
+
+
+def test_the_surge_worker_is_part_of_the_pipeline_and_its_share_of_the_workers_is_reported() -> None:
+    runs = [_run(10_000, worker1=5.0, surge=0.3, kafka=0.5, redis=1.0, postgres=2.0)]
+    one = cpu_budget({"1": {"runs": runs}}, target_rps=5000, cpus=2)["1"]
+    assert one["us_per_report"]["surge"] == 30.0
+    assert one["us_per_report"]["pipeline"] == 880.0  # 500 + 30 + 350
+    assert one["surge_share_of_workers"] == 0.06  # issue #17: at most 0.10
+    without = cpu_budget({"1": {"runs": [_run(10_000, worker1=5.0, postgres=2.0)]}}, 5000, 2)["1"]
+    assert "surge" not in without["us_per_report"] and without["surge_share_of_workers"] is None

@@ -72,6 +72,9 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
     for w in ("1", "2"):
         assert budget[w]["us_per_report"]["workers"] > 0 and budget[w]["cores_needed_at_target"] > 0
     assert "CPU per stored report, 1 worker(s)" in proc.stderr
+    # issue #17: the surge worker ran beside the workers and consumed the drains' hits
+    assert budget["1"]["us_per_report"]["surge"] > 0 and 0 < budget["1"]["surge_share_of_workers"] < 1
+    assert "surge_share_of_workers<=0.10" in result["targets"]
     assert result["offline_triage"]["rows"] == 300
     # issue #19: the framework's floor and the Quix Streams peer, in the same run, with the ratios
     assert result["floors"]["aiokafka_rps"] == result["baseline_rps"]

@@ -13,6 +13,8 @@ from typing import Any
 
 SERVERS = ("kafka", "redis", "postgres")
 LOAD = "bench_driver"
+#: the surge worker (issue #17): its own process beside the triage workers, part of the pipeline's cost
+SURGE = "surge"
 
 
 def per_report(run: dict[str, Any], own: str = "worker") -> dict[str, float] | None:
@@ -28,9 +30,11 @@ def per_report(run: dict[str, Any], own: str = "worker") -> dict[str, float] | N
 
     workers = [n for n in cpu if n.startswith(own)]
     out = {"workers": us(workers)}
+    if own == "worker" and SURGE in cpu:  # the peer's drains leave surges out: it has no such stage
+        out[SURGE] = us([SURGE])
     for name in SERVERS:
         out[name] = us([name])
-    out["pipeline"] = out["workers"] + sum(out[n] for n in SERVERS)
+    out["pipeline"] = out["workers"] + out.get(SURGE, 0.0) + sum(out[n] for n in SERVERS)
     out["load_generator"] = us([LOAD])
     return out
 
@@ -44,10 +48,14 @@ def cpu_budget(scale_out: dict[str, Any], target_rps: float, cpus: int) -> dict[
         costs = [c for c in (per_report(r) for r in entry.get("runs", [])) if c is not None]
         if not costs:
             continue
-        us = {k: round(median(c[k] for c in costs), 1) for k in costs[0]}
+        us = {k: round(median(c.get(k, 0.0) for c in costs), 1) for k in costs[0]}
         servers = sum(us[n] for n in SERVERS)
         out[workers] = {
             "us_per_report": us,
+            # issue #17's cost target: the surge stage's CPU per report against the triage workers'
+            "surge_share_of_workers": round(us[SURGE] / us["workers"], 3)
+            if us.get(SURGE) is not None and us["workers"]
+            else None,
             "cores_needed_at_target": round(us["pipeline"] * target_rps / 1e6, 2),
             "max_rps_on_cpus": round(cpus * 1e6 / us["pipeline"]) if us["pipeline"] else None,
             "worker_us_left_at_target": round(cpus * 1e6 / target_rps - servers, 1),

@@ -66,6 +66,13 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--max-workers", type=int, choices=[1, 2], help="scale-out up to this many workers (default 2)"
     )
+    p.add_argument(
+        "--no-surge",
+        dest="surge",
+        action="store_const",
+        const=False,
+        help="leave the surge worker out (default: it runs beside the workers; issue #17's cost)",
+    )
     p.add_argument("--profile-s", type=int, help="py-spy seconds on the worker in the first drain (0 = off)")
     p.add_argument(
         "--stack",
