@@ -45,9 +45,15 @@ die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_port() { # port seconds name
+wait_port() { # port seconds name [pidfile pattern]: a server that exits fails at once, not at the timeout
   local i
-  for ((i = 0; i < $2 * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  for ((i = 0; i < $2 * 10; i++)); do
+    port_open "$1" && return 0
+    if [[ -n ${4:-} ]] && ((i % 10 == 9)) && ! pid_alive "$4" "$5"; then
+      die "$3 exited before it opened 127.0.0.1:$1 (logs in $STACK_DIR)"
+    fi
+    sleep 0.1
+  done
   die "$3 did not open 127.0.0.1:$1 within $2 s (logs in $STACK_DIR)"
 }
 
@@ -134,7 +140,7 @@ kafka_start() {
   log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
   nohup java -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 9>&- &
   echo $! >"$pidf"
-  wait_port "$KAFKA_PORT" 90 kafka
+  wait_port "$KAFKA_PORT" 90 kafka "$pidf" kafka.Kafka
 }
 
 # ---------------------------------------------------------------- Redis

@@ -11,6 +11,7 @@ Either way each run gets its own topic namespace, consumer group and database (d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -30,6 +31,7 @@ STACK_SH = ROOT / "deploy" / "stack.sh"
 # (+10, +20, …). The chosen ports are kept in .stack/bench/ports.env so a running bench stack is found again.
 PORT_VARS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REDIS_PORT", "PG_PORT")
 DEFAULT_PORTS = (39092, 39093, 36379, 35432)
+START_ATTEMPTS = 3
 
 
 def _port_free(port: int) -> bool:
@@ -42,7 +44,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def choose_ports(stack_dir: Path) -> dict[str, str]:
+def choose_ports(stack_dir: Path, avoid: frozenset[str] = frozenset()) -> dict[str, str]:
+    """``avoid``: Kafka ports a start has just failed on (these ports lie in the kernel's ephemeral
+    range, so a client's outgoing connection can hold one between the check and the bind)."""
     saved = stack_dir / "ports.env"
     if saved.is_file():
         return dict(line.split("=", 1) for line in saved.read_text().split() if "=" in line)
@@ -51,7 +55,7 @@ def choose_ports(stack_dir: Path) -> dict[str, str]:
         return explicit
     for offset in range(0, 500, 10):
         ports = [p + offset for p in DEFAULT_PORTS]
-        if all(_port_free(p) for p in ports):
+        if str(ports[0]) not in avoid and all(_port_free(p) for p in ports):
             return {v: str(p) for v, p in zip(PORT_VARS, ports, strict=True)}
     raise RuntimeError("no free ports for the bench stack (set BENCH_KAFKA_PORT, … )")
 
@@ -89,25 +93,30 @@ class BenchStack:
         if self._sh("status", check=False).returncode != 0:
             # Every run starts from empty servers: what earlier runs left (gigabytes of cases and
             # dedup keys in Redis, reports in PostgreSQL) would slow this one and make runs differ.
-            for part in ("kafka", "redis", "postgres"):
-                path = self.stack_dir / part
-                shutil.rmtree(path.resolve(), ignore_errors=True)  # postgres may link to /var/tmp
-                if path.is_symlink():
-                    path.unlink()
-            (self.stack_dir / "ports.env").unlink(missing_ok=True)
-            self.ports = choose_ports(self.stack_dir)
-            self.stack_dir.mkdir(parents=True, exist_ok=True)
-            (self.stack_dir / "ports.env").write_text(
-                "\n".join(f"{k}={v}" for k, v in self.ports.items()) + "\n"
-            )
-            log(
-                f"starting a private stack in {self.stack_dir.relative_to(ROOT)} on ports "
-                + ", ".join(f"{k.lower()}={v}" for k, v in self.ports.items())
-            )
             t0 = time.monotonic()
-            res = self._sh("start", check=False)
-            if res.returncode != 0:
-                raise RuntimeError(f"could not start the bench stack:\n{res.stderr[-3000:]}")
+            failed: set[str] = set()
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self._fresh_dirs()
+                self.ports = choose_ports(self.stack_dir, frozenset(failed))
+                self.stack_dir.mkdir(parents=True, exist_ok=True)
+                (self.stack_dir / "ports.env").write_text(
+                    "\n".join(f"{k}={v}" for k, v in self.ports.items()) + "\n"
+                )
+                log(
+                    f"starting a private stack in {self.stack_dir.relative_to(ROOT)} on ports "
+                    + ", ".join(f"{k.lower()}={v}" for k, v in self.ports.items())
+                )
+                res = self._sh("start", check=False)
+                if res.returncode == 0:
+                    break
+                # What did start (PostgreSQL, Redis) must not outlive the failure.
+                self._sh("stop", check=False)
+                reason = self._start_failure()
+                if attempt == START_ATTEMPTS:
+                    raise RuntimeError(f"could not start the bench stack:\n{res.stderr[-3000:]}\n{reason}")
+                failed.add(self.ports["KAFKA_PORT"])
+                log(f"stack did not start ({reason or 'see stack.sh'}); attempt {attempt + 1}, other ports")
+                time.sleep(2)
             self.started = True
             log(f"private stack up in {time.monotonic() - t0:.0f}s")
         else:
@@ -116,6 +125,28 @@ class BenchStack:
         self.env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         self._commit_timestamps()
         return self.env
+
+    def _fresh_dirs(self) -> None:
+        for part in ("kafka", "redis", "postgres"):
+            path = self.stack_dir / part
+            shutil.rmtree(path.resolve(), ignore_errors=True)  # postgres may link to /var/tmp
+            if path.is_symlink():
+                path.unlink()
+        (self.stack_dir / "ports.env").unlink(missing_ok=True)
+
+    def _start_failure(self) -> str:
+        """The servers' own words for a failed start (stack.sh only says what it started)."""
+        lines = []
+        for log_file in sorted(self.stack_dir.glob("*/logs/server.log")) + sorted(
+            self.stack_dir.glob("*/*.log")
+        ):
+            with contextlib.suppress(OSError):
+                lines += [
+                    f"{log_file.relative_to(self.stack_dir)}: {ln.strip()[:300]}"
+                    for ln in log_file.read_text(errors="replace").splitlines()
+                    if "ERROR" in ln or "FATAL" in ln or "in use" in ln
+                ][:3]
+        return "; ".join(lines[:6])
 
     def _commit_timestamps(self) -> None:
         """Exact commit times per row (pg_xact_commit_timestamp) need track_commit_timestamp and a restart."""
