@@ -43,3 +43,8 @@ if [[ ! -f $stamp ]]; then
   rm -f "$ROOT"/.venv/.installed-*
   touch "$stamp"
 fi
+
+# The Kafka jars and the SeaweedFS binary (cached in ~/.cache/crm-pipeline; a no-op once there), fetched
+# and built here rather than by the first test that starts the stack: a test has a time limit, and a
+# first SeaweedFS build takes minutes.
+"$ROOT/deploy/stack.sh" fetch

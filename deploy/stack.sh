@@ -12,6 +12,7 @@
 # S3_PORT (the S3 API, default KAFKA_PORT+600; SeaweedFS's own ports are S3_PORT+1..+7).
 # `start|stop|status kafka` acts on Kafka only (e.g. a second, secured broker in its own STACK_DIR);
 # `start|stop|status s3` on the media store only. STACK_S3=off leaves the media store out (the bench).
+# `fetch` only fetches the Kafka jars and builds SeaweedFS into the cache (make install runs it).
 # KAFKA_SECURITY=sasl_ssl renders a SASL_SSL listener (SCRAM-SHA-512 users created at format time, TLS
 # with a self-signed CA generated into $STACK_DIR/kafka/tls, ACLs enforced); `env` then prints the
 # CRM_KAFKA_SECURITY_* settings too. Passwords: KAFKA_ADMIN_PASSWORD, KAFKA_CRM_PASSWORD (dev defaults).
@@ -335,5 +336,8 @@ case "$cmd" in
   status)
     case "${2:-}" in kafka) status_kafka ;; s3) status_s3 ;; *) status ;; esac ;;
   env) print_env ;;
-  *) die "usage: $0 start|stop|status|env" ;;
+  fetch) # the Kafka jars and the SeaweedFS binary into the cache, once (deploy/bootstrap.sh calls it)
+    kafka_fetch
+    if [[ $STACK_S3 != off ]]; then "$ROOT/deploy/seaweedfs/build.sh" >/dev/null; fi ;;
+  *) die "usage: $0 start|stop|status|env|fetch" ;;
 esac
