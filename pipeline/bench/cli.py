@@ -12,7 +12,7 @@ PHASES = (
     "baseline", "floor", "stages", "throughput", "peer", "fixed", "burst", "ingress", "scale-out", "triage",
 )  # fmt: skip
 
-HELP = """Benchmark of issue #5 on a private stack (ports 39092/39093, 36379, 35432 or the next
+HELP = """Benchmark of issue #5 on a private stack (ports 28092/28093, 27379, 27432 or the next
 free ones, .stack/bench; started and stopped by the run unless it was already running).
 Writes bench/results/latest.json and a PNG plot.
 --quick: a short configuration for CI (about 4 minutes); sizes can be set one by one."""

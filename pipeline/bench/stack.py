@@ -1,7 +1,7 @@
 """The benchmark's own stack instance and its isolated namespace.
 
 By default the benchmark starts a private Kafka/Redis/PostgreSQL with ``deploy/stack.sh`` under
-``.stack/bench`` on other ports (39092/39093, 36379, 35432, or the next free set; ``BENCH_KAFKA_PORT``,
+``.stack/bench`` on other ports (28092/28093, 27379, 27432, or the next free set; ``BENCH_KAFKA_PORT``,
 ``BENCH_KAFKA_CONTROLLER_PORT``, ``BENCH_REDIS_PORT``, ``BENCH_PG_PORT`` override them), so it never
 disturbs a developer's running stack or someone's test run, and stops what it started. With
 ``--stack external`` it uses the stack the ``CRM_*`` variables point at (the smoke test does that).
@@ -27,10 +27,14 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 STACK_SH = ROOT / "deploy" / "stack.sh"
 
-# Defaults: 39092/39093, 36379, 35432; if one is taken (another helper stack), the next offsets are tried
+# Defaults: 28092/28093, 27379, 27432; if one is taken (another helper stack), the next offsets are tried
 # (+10, +20, …). The chosen ports are kept in .stack/bench/ports.env so a running bench stack is found again.
+# They lie below the kernel's ephemeral range (32768-60999): a client that connects to a port in that range
+# while no server listens there can be given that same port as its own and connect to itself (a TCP
+# self-connect), which then holds the port, and the broker cannot bind it. The old defaults (39092, …) met
+# exactly that: stack.sh polling the port, or a stopping worker reconnecting, took it.
 PORT_VARS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REDIS_PORT", "PG_PORT")
-DEFAULT_PORTS = (39092, 39093, 36379, 35432)
+DEFAULT_PORTS = (28092, 28093, 27379, 27432)
 START_ATTEMPTS = 3
 
 
@@ -45,8 +49,8 @@ def _port_free(port: int) -> bool:
 
 
 def choose_ports(stack_dir: Path, avoid: frozenset[str] = frozenset()) -> dict[str, str]:
-    """``avoid``: Kafka ports a start has just failed on (these ports lie in the kernel's ephemeral
-    range, so a client's outgoing connection can hold one between the check and the bind)."""
+    """``avoid``: Kafka ports a start has just failed on (explicit ports, or a slot's, may lie in the
+    ephemeral range, where a client's connection can hold one between the check and the bind)."""
     saved = stack_dir / "ports.env"
     if saved.is_file():
         return dict(line.split("=", 1) for line in saved.read_text().split() if "=" in line)
