@@ -1,7 +1,8 @@
 """Kafka with SASL/SCRAM-SHA-512 over TLS and ACLs, on a broker of this test's own (deploy/stack.sh
-``KAFKA_SECURITY=sasl_ssl start kafka`` in ``.stack-sasl``, ports 47092/47093 unless overridden): the
-pipeline's clients connect with the settings alone, wrong credentials and plaintext are refused, and a
-downstream consumer reads only the routed topic its ACL names (deploy/kafka/acls.sh, SECURITY.md).
+``KAFKA_SECURITY=sasl_ssl start kafka`` in ``.stack-sasl``, ports 23092/23093 unless overridden: below
+the kernel's ephemeral range, so no client's own end can hold them): the pipeline's clients connect
+with the settings alone, wrong credentials and plaintext are refused, and a downstream consumer reads
+only the routed topic its ACL names (deploy/kafka/acls.sh, SECURITY.md).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[1]
 SEC_ENV = {
     "STACK_DIR": os.environ.get("CRM_SASL_STACK_DIR", str(ROOT / ".stack-sasl")),
-    "KAFKA_PORT": os.environ.get("CRM_SASL_KAFKA_PORT", "47092"),
-    "KAFKA_CONTROLLER_PORT": os.environ.get("CRM_SASL_KAFKA_CONTROLLER_PORT", "47093"),
+    "KAFKA_PORT": os.environ.get("CRM_SASL_KAFKA_PORT", "23092"),
+    "KAFKA_CONTROLLER_PORT": os.environ.get("CRM_SASL_KAFKA_CONTROLLER_PORT", "23093"),
     "KAFKA_SECURITY": "sasl_ssl",
 }
 
