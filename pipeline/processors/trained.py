@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -276,7 +277,10 @@ def train(
     if progress:
         progress("final model fitted on every example")
     trained_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    digest = hashlib.sha256(repr((trained_at, sorted(counts.items()), len(sig))).encode()).hexdigest()[:6]
+    # A random part: two trainings on the same rows within one second (a retrain loop, a test) are two models.
+    salt = uuid.uuid4().hex
+    made = repr((trained_at, sorted(counts.items()), len(sig), salt))
+    digest = hashlib.sha256(made.encode()).hexdigest()[:6]
     with_hint = sum(1 for s in sig if s.category_hint)
     with_place = sum(1 for s in sig if s.region is not None and s.region.kota_code)
     meta = {
