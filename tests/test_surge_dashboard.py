@@ -57,12 +57,15 @@ def test_open_surge_listed_and_outlined_then_closed_live(iso, dashboard, browser
     assert "Badan Penanggulangan Bencana Daerah" in text
     page.wait_for_selector('#map path.kel.surge[data-code="31.75.03.1001"]', timeout=15000)
     outlined = page.eval_on_selector_all("#map path.kel.surge", "ps => ps.map(p => p.dataset.code)")
-    assert outlined and all(c.startswith("31.75.03.") for c in outlined)
+    # A surge of a kecamatan outlines its kelurahan. The session's shared store may hold other tests'
+    # open surges elsewhere (its live pipeline sees their reports), so only this kecamatan is checked.
+    assert set(KELS) <= set(outlined), outlined
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-surge.png"), full_page=True)
 
     apply(iso, records)  # the rest, down to closed: the page follows without a reload
     page.wait_for_selector(f'#surges tr.surge-closed[data-surge="{sid}"]', timeout=30000)
-    page.wait_for_function("() => !document.querySelector('#map path.kel.surge')", timeout=15000)
+    ours = '#map path.kel.surge[data-code^="31.75.03."]'  # the kecamatan's outlines are gone
+    page.wait_for_function(f"() => !document.querySelector('{ours}')", timeout=15000)
     assert not errors, errors
     page.close()
