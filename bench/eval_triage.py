@@ -52,19 +52,6 @@ def load_dev() -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def macro_f1(gold: list[str], pred: list[str]) -> float:
-    labels = sorted(set(gold))
-    f1s = []
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
-        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
-        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    return sum(f1s) / len(f1s)
-
-
 def agency_label_map(router, top: set[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Official agency name → the sample's upper-case dinas_final label (or 'other')."""
     out = {}

@@ -41,7 +41,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psutil
@@ -56,6 +56,9 @@ from .budget import cpu_budget
 from .monitor import Monitor
 from .procs import Proc, Window
 from .stack import ROOT, BenchStack, Space, log
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 from .traffic import CHANNEL_MIX, HISTORY_PER_DAY, Traffic, stamp
 
 TARGETS = {
@@ -263,13 +266,18 @@ class Bench:
             bar.close()
             await conn.close()
 
-    async def lag(self) -> int:
-        from ..ops.lag import consumer_lag
+    def settings(self) -> Settings:
+        """The settings the run's pipeline processes get from :meth:`env`."""
         from ..settings import Settings
 
         values = {k.removeprefix("CRM_").lower(): v for k, v in self.env().items() if k.startswith("CRM_")}
+        return Settings(**values)  # unknown keys are ignored
+
+    async def lag(self) -> int:
+        from ..ops.lag import consumer_lag
+
         try:
-            return sum(r.lag for r in await consumer_lag(Settings(**values)))
+            return sum(r.lag for r in await consumer_lag(self.settings()))
         except Exception:
             return -1
 
@@ -395,11 +403,9 @@ class Bench:
 
     async def surge_lag(self) -> int:
         from ..ops.lag import consumer_lag
-        from ..settings import Settings
         from ..topics import Topics
 
-        values = {k.removeprefix("CRM_").lower(): v for k, v in self.env().items() if k.startswith("CRM_")}
-        s = Settings(**values)
+        s = self.settings()
         try:
             rows = await consumer_lag(s, f"{s.worker_app_id}-surge", [Topics(s.topic_namespace).surge_hits])
         except Exception:
@@ -723,12 +729,9 @@ class Bench:
         tqdm.write(f"[bench] ingress: {len(bodies) / took:,.0f} req/s, accept p99 {pct(lat, 99)} ms")
 
     def phase_stages(self) -> None:
-        from ..settings import Settings
         from .stages import measure
 
-        values = {k.removeprefix("CRM_").lower(): v for k, v in self.env().items() if k.startswith("CRM_")}
-        known = {k: v for k, v in values.items() if k in Settings.model_fields}
-        r = asyncio.run(measure(Settings(**known), batches=4 if self.cfg.quick else 20))
+        r = asyncio.run(measure(self.settings(), batches=4 if self.cfg.quick else 20))
         self.results["stages"] = r
         parts = ", ".join(f"{k} {v}" for k, v in r["us_per_report"].items())
         tqdm.write(f"[bench] CPU per report (µs): {parts}; total {r['total_us_per_report']}")
