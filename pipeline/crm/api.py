@@ -145,14 +145,19 @@ class Api:
         return await fetch_one(self._fetch, ref)
 
     # ---------------------------------------------------------------------------------- officers
-    async def change_status(self, request: web.Request) -> web.Response:
+    async def _report_to_act_on(self, request: web.Request, verb: str) -> tuple[ApiKey, dict[str, Any]]:
+        """The key and the report of an officer's write: 404 for no such report, 403 for another agency's."""
         key = self.auth(request, STATUS_WRITE)
         ref = request.match_info["ref"]
         row = await self._one(ref)
         if row is None:
             raise ApiError(404, f"no report {ref!r}")
         if not key.sees(row["agency"]):
-            raise ApiError(403, f"this API key ({key.consumer}) may not change reports of {row['agency']}")
+            raise ApiError(403, f"this API key ({key.consumer}) may not {verb} reports of {row['agency']}")
+        return key, row
+
+    async def change_status(self, request: web.Request) -> web.Response:
+        key, row = await self._report_to_act_on(request, "change")
         try:
             body = orjson.loads(await request.read())
             if not isinstance(body, dict):
@@ -171,13 +176,7 @@ class Api:
 
     async def confirm_route(self, request: web.Request) -> web.Response:
         """The agency the pipeline routed to is right: a label for the classifier (issue #16)."""
-        key = self.auth(request, STATUS_WRITE)
-        ref = request.match_info["ref"]
-        row = await self._one(ref)
-        if row is None:
-            raise ApiError(404, f"no report {ref!r}")
-        if not key.sees(row["agency"]):
-            raise ApiError(403, f"this API key ({key.consumer}) may not judge reports of {row['agency']}")
+        key, row = await self._report_to_act_on(request, "judge")
         raw = await request.read()
         try:
             body = orjson.loads(raw) if raw.strip() else {}
