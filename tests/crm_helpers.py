@@ -41,6 +41,16 @@ async def prepare(settings: Any) -> None:
     _prepared.add(settings.topic_namespace)
 
 
+async def lift_email_pause(settings: Any) -> None:
+    """Other tests in the session fail e-mail on purpose (a closed relay), which pauses the shared
+    'email' destination; a test whose relay is up lifts that pause, which is not its own."""
+    import psycopg
+
+    dsn = settings.database_url.get_secret_value()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
+        await c.execute("UPDATE notify.destinations SET paused_until = NULL WHERE destination = 'email'")
+
+
 def make_report(
     channel: str = "email",
     *,

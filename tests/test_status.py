@@ -6,7 +6,6 @@ import asyncio
 from datetime import timedelta
 
 import orjson
-import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -26,7 +25,7 @@ from pipeline.crm.status import (
 from pipeline.crm.status_service import StatusConsumer, StatusService
 from pipeline.envelope import Contact, utcnow
 from pipeline.topics import Topics
-from tests.crm_helpers import SmtpServer, make_report, prepare, store
+from tests.crm_helpers import SmtpServer, lift_email_pause, make_report, prepare, store
 from tests.harness import read_topic
 
 pytestmark = pytest.mark.stack
@@ -73,14 +72,7 @@ def test_a_report_through_its_whole_lifecycle_with_a_mail_at_each_step(iso):
             runner = OutboxRunner(settings, only_reports=[report.report_id])
 
             async def send_mine() -> None:
-                # Other tests in the session fail e-mail on purpose (a closed relay), which pauses the
-                # shared 'email' destination; this test's relay is up, so the pause is not its own.
-                async with await psycopg.AsyncConnection.connect(
-                    iso.env["CRM_DATABASE_URL"], autocommit=True
-                ) as c:
-                    await c.execute(
-                        "UPDATE notify.destinations SET paused_until = NULL WHERE destination = 'email'"
-                    )
+                await lift_email_pause(settings)
                 assert (await runner.run_once()).sent
 
             await send_mine()

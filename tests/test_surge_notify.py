@@ -7,14 +7,13 @@ import uuid
 from datetime import timedelta
 
 import orjson
-import psycopg
 import pytest
 
 from pipeline.crm.notify.outbox import OutboxRunner
 from pipeline.envelope import utcnow
 from pipeline.processors.surge import Hit, SurgeDetector, replay
 from pipeline.surge_store import SurgeStore
-from tests.crm_helpers import SmtpServer, prepare
+from tests.crm_helpers import SmtpServer, lift_email_pause, prepare
 
 pytestmark = pytest.mark.stack
 
@@ -56,13 +55,7 @@ def test_records_stored_once_and_each_agency_mailed_once_per_change(iso):
                 stale = await store.apply(records[:1])  # an old record arriving late changes nothing
             finally:
                 await store.close()
-            # Other tests fail e-mail on purpose (a closed relay), which pauses the shared 'email'
-            # destination; this test's relay is up, so such a pause is not its own.
-            dsn = settings.database_url.get_secret_value()
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
-                await c.execute(
-                    "UPDATE notify.destinations SET paused_until = NULL WHERE destination = 'email'"
-                )
+            await lift_email_pause(settings)
             runner = OutboxRunner(settings)
             sent = await runner.run_once(utcnow())
             later = await runner.run_once(utcnow() + timedelta(hours=1))
