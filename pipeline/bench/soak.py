@@ -27,8 +27,10 @@ Asserted at the end (the results' ``verdict``):
   ``max(32 MB, 20 %)``; PostgreSQL on its anonymous memory (a backend's PSS also counts the shared
   buffers it touched, a cache of configured size). Redis's data grows by design (30 days of dedup
   keys): its RSS may grow only as much as its data (``used_memory``).
-* **file descriptors** follow the load (connections; a server's open relation files), so no process's
-  peak in the judged days may pass its warm-up day's peak, at the same load, by ``max(16, 10 %)``.
+* **file descriptors** follow the load (connections; a server's open relation files), so a process
+  fails only when both its peak passes the warm-up day's peak by ``max(16, 10 %)`` and the floor (the
+  fewest open in each compressed hour) grows by as much: a burst of slow clients lifts the peak alone,
+  a server opening its tables' files lifts the floor alone, a leak lifts both.
 * **lag**: after each burst the lag is back to its steady level, at most ``max(100, 10 s of intake)``
   (offsets are committed every second, and a busy shared machine slows the worker), before the next
   burst, and exactly 0 once the traffic stops.
@@ -188,8 +190,8 @@ def judge_growth(
 def judge_peaks(
     ts: list[float], ys: list[float | None], warmup_until: float, abs_bound: float, rel: float
 ) -> dict[str, Any]:
-    """Open files follow the load (connections, files a server has open): the judged days' peak may
-    not pass the warm-up day's peak, at the same load, by more than ``max(abs_bound, rel x that peak)``."""
+    """The judged days' peak may not pass the warm-up day's peak, at the same load, by more than
+    ``max(abs_bound, rel x that peak)``."""
     warm = [y for t, y in zip(ts, ys, strict=True) if t < warmup_until and y is not None]
     after = [y for t, y in zip(ts, ys, strict=True) if t >= warmup_until and y is not None]
     if not warm or len(after) < 5:
@@ -202,6 +204,54 @@ def judge_peaks(
         "end": after[-1],
         "bound": round(bound, 1),
     }
+
+
+def judge_floors(
+    ts: list[float],
+    ys: list[float | None],
+    warmup_until: float,
+    stretch_s: float,
+    abs_bound: float,
+    rel: float,
+) -> dict[str, Any]:
+    """The fewest files open in each stretch of the load's cycle: their fitted growth after warm-up
+    against ``max(abs_bound, rel x their median)``."""
+    stretches: dict[int, list[float]] = {}
+    for t, y in zip(ts, ys, strict=True):
+        if t >= warmup_until and y is not None:
+            stretches.setdefault(int((t - warmup_until) // stretch_s), []).append(y)
+    if len(stretches) < 3:
+        return {"ok": False, "reason": "too few stretches after warm-up", "stretches": len(stretches)}
+    keys = sorted(stretches)
+    starts = [warmup_until + k * stretch_s for k in keys]
+    floors = [min(stretches[k]) for k in keys]
+    growth = fit_slope(starts, floors) * (starts[-1] - starts[0])
+    bound = max(abs_bound, rel * sorted(floors)[len(floors) // 2])
+    return {
+        "ok": growth <= bound,
+        "floor_first": floors[0],
+        "floor_last": floors[-1],
+        "growth": round(growth, 1),
+        "bound": round(bound, 1),
+    }
+
+
+def judge_open_files(
+    ts: list[float],
+    ys: list[float | None],
+    warmup_until: float,
+    stretch_s: float,
+    abs_bound: float,
+    rel: float,
+) -> dict[str, Any]:
+    """Open files follow the load, so neither their peak nor their floor alone tells a leak. A burst
+    of slow clients holds many connections for a moment (the peak rises, the floor does not); a server
+    opens the files of the tables it touches and keeps them (the floor rises towards a plateau under
+    the warm-up's peak). A leaked file stays open for good and the load keeps coming on top of it, so
+    a leak lifts *both*: that is what fails."""
+    peaks = judge_peaks(ts, ys, warmup_until, abs_bound, rel)
+    floors = judge_floors(ts, ys, warmup_until, stretch_s, abs_bound, rel)
+    return {"ok": peaks["ok"] or floors["ok"], "peaks": peaks, "floors": floors}
 
 
 def judge_drains(
@@ -633,7 +683,10 @@ class Soak:
             abs_mb, rel = (cfg.server_abs_mb, cfg.server_rel) if server else (cfg.abs_mb, cfg.rel)
             memory[name] = judge_growth(s.rss.t, ys, warm, abs_mb, rel)
             memory[name]["peak_mb"] = round(max((y for y in ys if y is not None), default=0), 1)
-        fds = {name: judge_peaks(s.fds.t, ys, warm, cfg.fd_abs, cfg.rel) for name, ys in s.fds.values.items()}
+        fds = {
+            name: judge_open_files(s.fds.t, ys, warm, cfg.hour_s, cfg.fd_abs, cfg.rel)
+            for name, ys in s.fds.values.items()
+        }
         redis = {}
         used = s.store.values.get("redis_used_mb", [])
         rss = s.store.values.get("redis_rss_mb", [])
