@@ -2,7 +2,7 @@
 
 ::
 
-    triage worker ──(one small hit per report, keyed kota|category)──▶ <ns>.surge-hits.v1
+    triage worker ──(per batch, one record of hits per kota|category)──▶ <ns>.surge-hits.v1
         ──▶ surge worker (`crm-pipeline surge run`, Faust app <CRM_WORKER_APP_ID>-surge)
               agent "surge" ──▶ table "surge-state" (changelog <app>-surge-state-changelog)
                             └─▶ <ns>.alerts.v1 (keyed by surge id)
@@ -10,8 +10,9 @@
               timer (CRM_SURGE_TICK_S) ──({"tick": now}, one per owned partition)──▶ <ns>.surge-hits.v1
                   (open surges subside and close without new reports, in order behind the hits)
 
-The triage stage adds one ~150-byte record per triaged report to the records it already publishes
-in its batch: the report's own path to the store is untouched. Keying the hit by kota × category is
+The triage stage adds to the records it already publishes in its batch one record per kota ×
+category it touched, an array of ~100-byte hits (one per report; a single hit, the first format, is
+still read): the report's own path to the store is untouched. Keying the hit by kota × category is
 the repartition: every kelurahan, kecamatan and the kota itself of one category land on one partition,
 so one table value (:class:`~pipeline.processors.surge.GroupState`) holds everything a decision needs,
 and a surge that spreads from a kelurahan to its kecamatan stays one surge. (Faust's ``group_by``
@@ -147,15 +148,16 @@ class SurgeStage:
                 records.extend(self._tick(table, partition, now, touched, partition_of))
                 continue
             try:
-                hit = Hit.loads(value)
-            except Exception as exc:  # a hit this worker did not write, or a bug: keep it
-                bad.append((event, f"not a surge hit: {exc}"[:2000], "bad_hit"))
+                hits = Hit.loads_many(value)
+            except Exception as exc:  # a record this worker did not write, or a bug: keep it
+                bad.append((event, f"not a surge hits record: {exc}"[:2000], "bad_hit"))
                 continue
-            key = hit.group_key.encode()
-            state = touched[key][0] if key in touched else self.state(table, key)
-            records.extend(self.detector.observe(state, hit))
-            touched[key] = (state, partition)
-            SURGE_HITS.inc()
+            for hit in hits:
+                key = hit.group_key.encode()
+                state = touched[key][0] if key in touched else self.state(table, key)
+                records.extend(self.detector.observe(state, hit))
+                touched[key] = (state, partition)
+            SURGE_HITS.inc(len(hits))
         return records, touched, bad
 
     def _tick(

@@ -43,7 +43,7 @@ from .processors.chain import TriageChain, apply_case, settle_heap
 from .processors.dedup import RedisDedupStore
 from .processors.group import GroupItem
 from .processors.normalise import mask_pii
-from .processors.surge import hit_for
+from .processors.surge import hit_records
 from .publish import Publisher, PublishError, make_producer
 from .security import faust_broker_kwargs
 from .settings import Settings, get_settings
@@ -231,11 +231,11 @@ class Stages:
             records.append((self.topics.normalised, report.report_id.encode(), report.dumps()))
             routed = self.routed_records(report)
             records.extend(routed)
-            if self.settings.surge_enabled and (hit := hit_for(report)) is not None:
-                records.append((self.topics.surge_hits, hit.group_key.encode(), hit.dumps()))
             channels[report.channel] += 1
             t = report.triage
             routes[(t.routed_to if t else "triage", (t.agency if t else None) or "-")] += 1
+        if self.settings.surge_enabled:
+            records.extend((self.topics.surge_hits, k, v) for k, v in hit_records(processed))
         for channel, n in channels.items():
             PROCESSED.labels(channel).inc(n)
         for (routed_to, agency), n in routes.items():

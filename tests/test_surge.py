@@ -166,6 +166,15 @@ def test_state_round_trip():
     again = GroupState.loads(state.dumps())
     assert again.dumps() == state.dumps()
     assert [i.surge_id for i in again.incidents] == [i.surge_id for i in state.incidents]
+    # the rings travel sparse (the changelog carries the state on every batch): counts survive
+    assert {c: (r.heads, r.slots, r.totals) for c, r in again.rings.items()} == {
+        c: (r.heads, r.slots, r.totals) for c, r in state.rings.items()
+    }
+    # a changelog written before sparse rings still restores
+    old = json.loads(state.dumps())
+    old["r"] = {c: r.to_list() for c, r in state.rings.items()}
+    del old["rs"]
+    assert GroupState.loads(json.dumps(old).encode()).dumps() == state.dumps()
 
 
 def test_a_closed_surge_does_not_reopen_from_its_own_reports_in_the_long_window():
@@ -281,3 +290,55 @@ def test_fit_cli_learns_a_baseline_that_replay_uses(tmp_path, capsys):
     assert fitted.daily(BALI_MESTER, "flood_drainage", 1.0) < 0.2
     assert main(["surge", "fit", "--id-column", "id"]) == 2
     assert "give a CSV file of past reports, or --from-store" in capsys.readouterr().err
+
+
+def test_hits_travel_one_record_per_kota_and_category_and_count_the_same():
+    """The triage worker sends a batch's hits as one record per kota × category; the surge stage
+    counts them as it counted one record per report (the first format, still read), and a record it
+    cannot read goes to the dead letters with the reason."""
+    from types import SimpleNamespace
+
+    from pipeline.bench.surge_eval import _Event, _Table
+    from pipeline.processors.surge import hit_records
+    from pipeline.settings import Settings
+    from pipeline.surge_stage import SurgeStage
+
+    # three kelurahan of Jatinegara flooding, a storm in Jakarta Selatan between them
+    hits = [hit(i, T0 + 20 * i, [KAMPUNG_MELAYU, BALI_MESTER, BIDARA_CINA][i % 3]) for i in range(30)]
+    hits += [
+        Hit(f"t-{i}", T0 + 15 * i, "fallen_tree", "31.74", "31.74.01", "31.74.01.1001") for i in range(9)
+    ]
+    hits.sort(key=lambda h: h.at)
+
+    def report(h: Hit) -> SimpleNamespace:  # what hit_for reads of a triaged report
+        region = SimpleNamespace(
+            kota_code=h.kota_code, kecamatan_code=h.kecamatan_code, kelurahan_code=h.kelurahan_code
+        )
+        triage = SimpleNamespace(category=h.category, region=region, case_id=h.case_id)
+        when = SimpleNamespace(timestamp=lambda: h.at)
+        return SimpleNamespace(report_id=h.report_id, triage=triage, received_at=when, source_at=None)
+
+    batched = [
+        kv for i in range(0, len(hits), 10) for kv in hit_records([report(h) for h in hits[i : i + 10]])
+    ]
+    assert len(batched) < len(hits) / 2
+    assert [h for _, v in batched for h in Hit.loads_many(v)] != hits  # grouped per key, not in arrival order
+    assert sorted((h for _, v in batched for h in Hit.loads_many(v)), key=lambda h: h.at) == hits
+    assert {k for k, _ in batched} == {b"31.75|flood_drainage", b"31.74|fallen_tree"}
+
+    def run(events: list[tuple[bytes, bytes]]) -> tuple[list, dict, list]:
+        stage, table = SurgeStage(Settings()), _Table()
+        records, touched, bad = stage.apply(table, [_Event(v, 0) for _, v in events])
+        decisions = [(r.surge_id, r.state, r.count, r.report_count) for r in records]
+        return decisions, {k: s.dumps() for k, (s, _) in touched.items()}, bad
+
+    one_by_one = run([(h.group_key.encode(), h.dumps()) for h in hits])
+    grouped = run(batched)
+    assert one_by_one[0] and [d[1] for d in one_by_one[0]].count("opened") == 2
+    assert sorted(grouped[0]) == sorted(one_by_one[0])
+    assert grouped[1] == one_by_one[1]  # the same state, so the same later decisions
+
+    bad = run([(b"31.75|flood_drainage", b"[]"), (b"x", b'[["r-1", "soon"]]')])[2]
+    assert [(code, reason.split(":")[0]) for _, reason, code in bad] == [
+        ("bad_hit", "not a surge hits record")
+    ] * 2

@@ -73,7 +73,12 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         const=False,
         help="leave the surge worker out (default: it runs beside the workers; issue #17's cost)",
     )
-    p.add_argument("--profile-s", type=int, help="py-spy seconds on the worker in the first drain (0 = off)")
+    p.add_argument("--profile-s", type=int, help="py-spy seconds on the worker in the last drain (0 = off)")
+    p.add_argument(
+        "--profile-of",
+        choices=["worker", "surge"],
+        help="the process py-spy samples: the triage worker (default) or the surge worker",
+    )
     p.add_argument(
         "--stack",
         choices=["own", "external"],

@@ -104,6 +104,7 @@ class Config:
     partitions: int = 6
     max_workers: int = 2
     profile_s: int = 15
+    profile_of: str = "worker"  # or "surge"
     stack: str = "own"
     phases: str = "all"
     out_dir: str = str(ROOT / "bench" / "results")
@@ -462,7 +463,7 @@ class Bench:
         w.t1 = datetime.now(UTC)
         spy = None
         if profile_pid is not None:
-            raw = self.out / "worker-profile.txt"
+            raw = self.out / f"{self.cfg.profile_of}-profile.txt"
             spy = pyspy.start(profile_pid, cfg.profile_s, raw)
             if spy is None:
                 log("py-spy not found: no profile")
@@ -472,7 +473,8 @@ class Bench:
         if spy is not None:
             await asyncio.to_thread(spy.wait)
             if spy.returncode == 0:
-                self.results["profile"] = pyspy.summarise(self.out / "worker-profile.txt")
+                self.results["profile"] = pyspy.summarise(raw)
+                self.results["profile"]["process"] = self.cfg.profile_of
             else:
                 log(f"py-spy failed: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}")
         conn = await self.db()
@@ -509,7 +511,10 @@ class Bench:
         runs = []
         for i in range(self.cfg.repeat):  # the median: a single 2-worker drain moved by a third between runs
             last = i == self.cfg.repeat - 1  # profile the last run: a worker that has been busy a while
-            pid = self.workers[0].pid if (workers == 1 and last and self.cfg.profile_s > 0) else None
+            proc = self.surge if self.cfg.profile_of == "surge" else self.workers[0]
+            pid = (
+                proc.pid if (proc is not None and workers == 1 and last and self.cfg.profile_s > 0) else None
+            )
             runs.append(await self.drain(f"drain {workers}w #{i + 1}", profile_pid=pid))
         med = round(statistics.median(r["rows_per_s"] for r in runs), 1)
         self.results.setdefault("scale_out", {})[str(workers)] = {"throughput_rps": med, "runs": runs}
@@ -1107,7 +1112,10 @@ class Bench:
         print("=" * (width + 40), file=sys.stderr)
         prof = r.get("profile")
         if prof:
-            print(f"worker profile ({prof['samples']} samples) — top self frames:", file=sys.stderr)
+            print(
+                f"{prof.get('process', 'worker')} profile ({prof['samples']} samples) — top self frames:",
+                file=sys.stderr,
+            )
             for f, p in prof["top_self"][:8]:
                 print(f"  {p:5.1f}%  {f}", file=sys.stderr)
         print(f"results: {self.out / self.cfg.results_name}", file=sys.stderr)

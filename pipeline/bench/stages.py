@@ -41,7 +41,7 @@ async def measure(settings: Settings, batches: int = 20, batch_size: int = 500) 
     await stages.start()
     from aiokafka.partitioner import DefaultPartitioner
 
-    from ..processors.surge import hit_for
+    from ..processors.surge import hit_records
     from ..surge_stage import SurgeStage
     from .surge_eval import _Table
 
@@ -73,8 +73,8 @@ async def measure(settings: Settings, batches: int = 20, batch_size: int = 500) 
                 for r in processed:
                     r.dumps()
                     stages.routed_records(r)
-                    if (hit := hit_for(r)) is not None:  # the surge hit (issue #17) is one of them
-                        hits.append(_Event(hit.dumps(), partitioner(hit.group_key.encode(), every, every)))
+                for key, value in hit_records(processed):  # the surge hits (issue #17) are among them
+                    hits.append(_Event(value, partitioner(key, every, every)))
             with timed("store"):
                 await stages._store(processed)
             with timed("dedup remember"):

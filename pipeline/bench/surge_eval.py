@@ -30,7 +30,16 @@ from functools import lru_cache
 from typing import Any
 
 from ..envelope import Report
-from ..processors.surge import Baseline, Hit, SurgeConfig, SurgeDetector, SurgeRecord, fit_baseline, hit_for
+from ..processors.surge import (
+    Baseline,
+    Hit,
+    SurgeConfig,
+    SurgeDetector,
+    SurgeRecord,
+    fit_baseline,
+    hit_for,
+    hit_records,
+)
 from ..processors.surge import replay as run_replay
 from .traffic import Kelurahan, Problem, Traffic
 
@@ -424,7 +433,8 @@ def measure_stage(
         triaged.extend(chain.process(part))
     settle_heap()
     started = time.process_time()
-    hits = [(h.group_key.encode(), h.dumps()) for r in triaged if (h := hit_for(r)) is not None]
+    # the hits as the triage worker publishes them: per batch of 500, one record per kota x category
+    hits = [kv for i in range(0, len(triaged), 500) for kv in hit_records(triaged[i : i + 500])]
     hit_cpu = time.process_time() - started
 
     partitioner = DefaultPartitioner()

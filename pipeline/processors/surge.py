@@ -492,25 +492,40 @@ class Hit:
     def codes(self) -> list[str]:
         return [c for c in (self.kelurahan_code, self.kecamatan_code, self.kota_code) if c]
 
+    def to_list(self) -> list[Any]:
+        return [
+            self.report_id,
+            round(self.at, 3),
+            self.category,
+            self.kota_code,
+            self.kecamatan_code,
+            self.kelurahan_code,
+            self.case_id,
+        ]
+
     def dumps(self) -> bytes:
-        return orjson.dumps(
-            [
-                self.report_id,
-                round(self.at, 3),
-                self.category,
-                self.kota_code,
-                self.kecamatan_code,
-                self.kelurahan_code,
-                self.case_id,
-            ]
-        )
+        return orjson.dumps(self.to_list())
 
     @classmethod
-    def loads(cls, data: bytes) -> Hit:
-        rid, at, cat, kota, kec, kel, case = orjson.loads(data)
+    def from_list(cls, item: Any) -> Hit:
+        rid, at, cat, kota, kec, kel, case = item
         if not isinstance(rid, str) or not isinstance(cat, str) or not isinstance(kota, str):
             raise ValueError("a surge hit needs a report id, a category and a kota code")
         return cls(rid, float(at), cat, kota, kec, kel, case)
+
+    @classmethod
+    def loads(cls, data: bytes) -> Hit:
+        return cls.from_list(orjson.loads(data))
+
+    @classmethod
+    def loads_many(cls, data: bytes) -> list[Hit]:
+        """A hits record: an array of hits of one kota × category, or a single hit (the first format)."""
+        items = orjson.loads(data)
+        if not isinstance(items, list) or not items:
+            raise ValueError("a surge hits record is a non-empty array")
+        if not isinstance(items[0], list):
+            return [cls.from_list(items)]
+        return [cls.from_list(item) for item in items]
 
 
 #: A report made longer ago than this before the pipeline received it (a back-filled history, a poller
@@ -532,6 +547,28 @@ def hit_for(report: Any) -> Hit | None:
         at = min(made, received)
     r = t.region
     return Hit(report.report_id, at, t.category, r.kota_code, r.kecamatan_code, r.kelurahan_code, t.case_id)
+
+
+#: Hits a record carries at most (about 100 bytes each: far under the broker's message size limit).
+HITS_PER_RECORD = 500
+
+
+def hit_records(reports: Iterable[Any]) -> list[tuple[bytes, bytes]]:
+    """The surge hits of a batch of reports as (key, value) records: one per kota × category (in
+    the reports' order within it), not one per report. The surge worker's cost is mostly per record
+    (Faust's consumer, the broker), so a batch of 500 reports in a few dozen groups costs it a few
+    dozen records."""
+    groups: dict[str, list[list[Any]]] = {}
+    for report in reports:
+        hit = hit_for(report)
+        if hit is not None:
+            groups.setdefault(hit.group_key, []).append(hit.to_list())
+    out = []
+    for key, items in groups.items():
+        k = key.encode()
+        for i in range(0, len(items), HITS_PER_RECORD):
+            out.append((k, orjson.dumps(items[i : i + HITS_PER_RECORD])))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- windows
@@ -602,6 +639,22 @@ class Ring:
         ring.totals = [sum(s) for s in ring.slots]
         return ring
 
+    def to_sparse(self) -> list[Any]:
+        """[heads, per window [slot, count, slot, count, ...]]: most slots of most places are 0, and
+        the table value is written to the changelog on every batch that touches its group."""
+        return [self.heads, [[x for i, n in enumerate(s) if n for x in (i, n)] for s in self.slots]]
+
+    @classmethod
+    def from_sparse(cls, data: list[Any]) -> Ring:
+        ring = cls(len(data[0]))
+        ring.heads = [int(h) for h in data[0]]
+        for w, pairs in enumerate(data[1]):
+            s = ring.slots[w]
+            for j in range(0, len(pairs), 2):
+                s[int(pairs[j])] = int(pairs[j + 1])
+        ring.totals = [sum(s) for s in ring.slots]
+        return ring
+
 
 def _digest(report_id: str) -> bytes:
     return hashlib.blake2b(report_id.encode(), digest_size=6).digest()
@@ -668,7 +721,7 @@ class GroupState:
             {
                 "k": self.key,
                 "now": self.now,
-                "r": {c: r.to_list() for c, r in self.rings.items()},
+                "rs": {c: r.to_sparse() for c, r in self.rings.items()},
                 "rc": list(self.recent),
                 "s": base64.b64encode(b"".join(self.seen)).decode(),
                 "i": [vars(i) for i in self.incidents],
@@ -685,7 +738,11 @@ class GroupState:
         state = cls(
             key=d["k"],
             now=float(d["now"]),
-            rings={c: Ring.from_list(v) for c, v in d["r"].items()},
+            rings=(
+                {c: Ring.from_sparse(v) for c, v in d["rs"].items()}
+                if "rs" in d
+                else {c: Ring.from_list(v) for c, v in d["r"].items()}  # written before sparse rings
+            ),
             recent=deque((tuple(x) for x in d["rc"]), maxlen=RECENT_MAX),  # type: ignore[misc]
             seen=dict.fromkeys(raw[i : i + 6] for i in range(0, len(raw), 6)),
             incidents=[Incident(**i) for i in d["i"]],
