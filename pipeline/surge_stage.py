@@ -372,11 +372,13 @@ def run_surge_worker(loglevel: str = "info") -> None:
     """``crm-pipeline surge run``: one surge worker (never more than the hits topic's partitions)."""
     import faust
 
+    from .loop import use_event_loop
     from .ops.telemetry import start_worker_telemetry
     from .settings import get_settings
     from .worker import prepare
 
     settings = get_settings()
+    use_event_loop(settings.worker_event_loop)
     asyncio.run(prepare(settings))
     # /metrics /healthz /readyz on CRM_SURGE_METRICS_PORT (0 = off): its own, beside a worker's on one host
     start_worker_telemetry(settings.model_copy(update={"worker_metrics_port": settings.surge_metrics_port}))

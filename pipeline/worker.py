@@ -373,7 +373,10 @@ async def prepare(settings: Settings) -> None:
 
 
 def run_worker(loglevel: str = "info") -> None:
+    from .loop import use_event_loop
+
     settings = get_settings()
+    use_event_loop(settings.worker_event_loop)
     asyncio.run(prepare(settings))
     start_worker_telemetry(settings)  # /metrics /healthz /readyz on CRM_WORKER_METRICS_PORT (0 = off)
     app, stages = create_app(settings)

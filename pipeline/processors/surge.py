@@ -600,16 +600,21 @@ class Ring:
 
     def add(self, at: float, now: float, slot_s: Sequence[int]) -> None:
         """Count one report made at ``at`` (``now`` >= every earlier ``now``; ``slot_s``: slot sizes)."""
-        heads, totals = self.heads, self.totals
-        for w in range(len(slot_s)):
-            slot = slot_s[w]
-            cur = int(now // slot)
+        self.add_slots([int(at // s) for s in slot_s], [int(now // s) for s in slot_s])
+
+    def add_slots(self, ks: list[int], curs: list[int]) -> None:
+        """:meth:`add` with the report's and the current slot numbers per window worked out once for
+        the kelurahan, kecamatan and kota rings a report counts in."""
+        heads, totals, slots = self.heads, self.totals, self.slots
+        w = 0
+        for cur in curs:
             if cur != heads[w]:
                 self._advance(w, cur)
-            k = int(at // slot)
-            if k > cur - (SLOTS + 1):
-                self.slots[w][k % (SLOTS + 1)] += 1
+            k = ks[w]
+            if k > cur - SLOTS - 1:
+                slots[w][k % (SLOTS + 1)] += 1
                 totals[w] += 1
+            w += 1
 
     def counts(self, now: float, slot_s: Sequence[int]) -> list[int]:
         heads = self.heads
@@ -931,11 +936,15 @@ class SurgeDetector:
             del state.seen[next(iter(state.seen))]
         state.now = now
         codes = hit.codes()
+        slot_s = self.slot_s
+        ks = [int(hit.at // s) for s in slot_s]
+        curs = [int(now // s) for s in slot_s]
+        rings = state.rings
         for code in codes:
-            ring = state.rings.get(code)
+            ring = rings.get(code)
             if ring is None:
-                ring = state.rings[code] = Ring(len(self.slot_s))
-            ring.add(hit.at, now, self.slot_s)
+                ring = rings[code] = Ring(len(slot_s))
+            ring.add_slots(ks, curs)
         state.recent.append((hit.report_id, hit.at, codes[0], hit.case_id))
         records: list[SurgeRecord] = []
         incidents = state.incidents
