@@ -2,7 +2,8 @@
 
 Same app and consumer settings as the worker (:func:`pipeline.worker.faust_app`: commit interval,
 offset reset, acks), the same batches (``noack_take(CRM_WORKER_BATCH_SIZE, within=…)``), the same
-producer and batched send (:class:`pipeline.publish.Publisher`), and the same promise: a batch is
+producer and batched send (:class:`pipeline.publish.Publisher`), the same event loop
+(``CRM_WORKER_EVENT_LOOP``), and the same promise: a batch is
 acked only once its records are confirmed by the broker. What the worker costs above this is what
 its processors cost, not Faust's.
 
@@ -24,6 +25,7 @@ import faust
 import orjson
 
 from ..faust_consumer import RawSchema
+from ..loop import use_event_loop
 from ..publish import Publisher, make_producer
 from ..settings import get_settings
 from ..worker import faust_app
@@ -32,6 +34,7 @@ from ..worker import faust_app
 def main() -> None:
     src, dst, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
     settings = get_settings()
+    use_event_loop(settings.worker_event_loop)
     app = faust_app(settings)
     source = app.topic(src, schema=RawSchema())
 
