@@ -962,7 +962,7 @@ class SurgeDetector:
                     break
             if inside:
                 continue
-            counts = state.rings[code].counts(now, self.slot_s)
+            counts = list(rings[code].totals)  # add_slots just moved this ring to now
             if max(counts) < rule.min_count:
                 continue
             _, w = self._fires(code, counts, rule, category, now, state)
@@ -982,7 +982,11 @@ class SurgeDetector:
             changed.add(inc.surge_id)
         for inc in touched:
             if inc.surge_id not in changed and inc in state.incidents:
-                n = self._count(state, inc.code, inc.window, now)
+                ring = rings.get(inc.code)  # one of the report's own rings, so already at now
+                if ring is not None and ring.heads == curs:
+                    n = ring.totals[inc.window]
+                else:
+                    n = self._count(state, inc.code, inc.window, now)
                 if n >= max(GROW_FACTOR * inc.last_count, inc.last_count + GROW_MIN):
                     records.append(self._record(state, inc, "growing", now))
         slot = int(now // (self.windows[0] // SLOTS))
