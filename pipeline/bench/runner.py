@@ -56,10 +56,10 @@ from .budget import cpu_budget
 from .monitor import Monitor
 from .procs import Proc, Window
 from .stack import ROOT, BenchStack, Space, log
+from .traffic import CHANNEL_MIX, HISTORY_PER_DAY, Traffic, stamp
 
 if TYPE_CHECKING:
     from ..settings import Settings
-from .traffic import CHANNEL_MIX, HISTORY_PER_DAY, Traffic, stamp
 
 TARGETS = {
     "throughput_rps": 5000,
