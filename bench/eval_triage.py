@@ -153,7 +153,9 @@ def eval_grouping(rows, texts, regions) -> None:  # type: ignore[no-untyped-def]
     items = []
     for r, text, label, region in zip(rows, texts, labels, regions, strict=True):
         kel = region.kelurahan_code if region else None
-        items.append(GroupItem(r["report_id"], label.category, text, _at(r), None, None, kel))
+        items.append(
+            GroupItem(r["report_id"], label.category, text, _at(r), None, None, kel, label.candidates[1:])
+        )
     from bench.grouping_eval import evaluate
 
     evaluate(items, [r["report_id"] for r in rows])
@@ -168,7 +170,9 @@ def eval_grouping(rows, texts, regions) -> None:  # type: ignore[no-untyped-def]
         rid = f"p{i:03d}-{p['group']}"
         at = datetime.fromisoformat(p["at"])
         kel = p["kelurahan_code"]
-        items.append(GroupItem(rid, label.category, text, at, p.get("lat"), p.get("lon"), kel))
+        items.append(
+            GroupItem(rid, label.category, text, at, p.get("lat"), p.get("lon"), kel, label.candidates[1:])
+        )
         truth[rid] = p["group"]
     syn = score_grouping(items, truth)
     print(f"hand-written paraphrases + distractors ({len(para)} reports, {syn['gold_pairs']} pairs):")

@@ -33,6 +33,7 @@ from .grouping_pairs import LABELS, META, pair_hash
 TARGET_PRECISION, TARGET_RECALL, TARGET_CATCH = 0.95, 0.80, 0.95
 JOIN_CURVE = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CANDIDATE_CURVE = (0.1, 0.15, 0.2, 0.3, 0.4)
+DOUBT_CURVE = (2.0, 0.3, 0.2, 0.1, 0.05)  # 2.0: never (no runner-up has that probability)
 
 
 @dataclass(frozen=True)
@@ -178,5 +179,12 @@ def evaluate(items: Sequence[GroupItem], report_ids: Iterable[str]) -> dict[str,
         d, _ = run(items, replace(policy, candidate_at=cand))
         mark = "  <- set" if cand == policy.candidate_at else ""
         print(f"    from {cand:4.2f}: {figures(pairs, d)['catch']:.3f}{mark}")
+    print("  curve (filed under the first report's other categories from): catch, reports flagged")
+    for at in DOUBT_CURVE:
+        d, _ = run(items, replace(policy, doubt_at=at))
+        mark = "  <- set" if at == policy.doubt_at else ""
+        flagged = sum(1 for x in d.values() if x.candidates)
+        catch = figures(pairs, d)["catch"]
+        print(f"    {'never' if at > 1 else f'from {at:4.2f}'}: {catch:.3f}  {flagged:5}{mark}")
     print(f"  grouping cost: {us:.0f} µs of CPU per report in-process (the machine may be shared)")
     return {**got, "us_per_report": us}

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 # 1.1: triage.public_text; 1.2: triage.candidates, route_threshold, case_recurs, case_occurrence,
 # case_candidates (all additive)
@@ -156,6 +157,9 @@ class Triage(_Model):
     )
     expected_by: datetime | None = None
     processed_at: datetime | None = None
+    #: the classifier's other labels with their probabilities, for grouping's flags across categories:
+    #: in-process only, never serialised nor in the schema (a replay is triaged again)
+    runners_up: SkipJsonSchema[tuple[tuple[str, float], ...]] = Field(default=(), exclude=True, repr=False)
 
 
 class Report(_Model):

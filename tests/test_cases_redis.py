@@ -143,7 +143,7 @@ def test_a_case_is_filed_under_every_cell_a_report_within_the_radius_can_be_in_a
     counts = []
     for _ in range(4000):
         lat, lon = rng.uniform(-6.40, -6.08), rng.uniform(106.68, 107.00)
-        filed = set(grouper._filed_under("flood", lat, lon))
+        filed = set(grouper._filed_in_cells("flood", lat, lon))
         counts.append(len(filed))
         for _ in range(5):  # reports up to the radius away, in any direction, many near its edge
             r, bearing = radius * math.sqrt(rng.random()) ** 0.2, rng.uniform(0, 2 * math.pi)
@@ -202,3 +202,43 @@ def test_a_closed_case_opens_the_next_occurrence_and_templates_count_across_batc
     first, later, repeat = asyncio.run(go())
     assert not later.joined and later.recurs == first.case_id and later.occurrence == 2
     assert not repeat.joined and repeat.candidate_of == later.case_id and "template" in repeat.reason
+
+
+def test_a_case_another_category_may_have_been_is_flagged_across_batches_and_closes_everywhere(iso):
+    from pipeline.processors.cases_redis import mark_closed
+
+    kel = "31.74.02.1007"
+    bridge = GroupItem("x1", "public_transport", "lampu jembatan menuju halte busway tidak menyala gelap",
+                       T0, None, None, kel, (("street_lights", 0.35), ("road_damage", 0.17)))  # fmt: skip
+
+    def lamps(rid: str, minutes: int, **kw):
+        return _item(
+            rid, "lampu sepanjang jembatan tidak menyala gelap", cat="street_lights", minutes=minutes, **kw
+        )
+
+    async def go():
+        client = aioredis.from_url(iso.env["CRM_REDIS_URL"])
+        ns = f"{iso.tag}-doubt"
+        try:
+            [opened] = await RedisCaseGrouper(client, ns).assign([bridge])
+            key = f"{ns}:case:kel:doubted:street_lights:{kel}"
+            filed = await client.zscore(key, opened.case_id)
+            later = await RedisCaseGrouper(client, ns).assign(
+                [lamps("x2", 60, kel=kel), lamps("x3", 60, kel="31.74.02.1001"),
+                 lamps("x4", 60, kel=kel, lat=-6.2101, lon=106.8301)]
+            )  # fmt: skip
+            await mark_closed(client, ns, opened.case_id, "Selesai", 3600)
+            rescored = await client.zscore(key, opened.case_id)
+            [after] = await RedisCaseGrouper(client, ns).assign([lamps("x5", 120, kel=kel)])
+            return opened, filed, later, rescored, after
+        finally:
+            await client.aclose()
+
+    opened, filed, (same_kel, other_kel, located), rescored, after = asyncio.run(go())
+    assert filed is not None  # filed in Redis under its runner-up's bucket of its kelurahan
+    assert not same_kel.joined and same_kel.candidate_of == opened.case_id
+    assert opened.case_id not in other_kel.candidates
+    assert opened.case_id not in located.candidates  # reports with coordinates: not across categories
+    # closing it moves it in that bucket too, so every worker re-reads it and sees it closed
+    assert rescored is not None and rescored > filed
+    assert opened.case_id not in after.candidates

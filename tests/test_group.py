@@ -318,3 +318,66 @@ def test_explain_says_what_drove_a_members_score() -> None:
         [item("l2", "pohon besar tumbang", lat=-6.2009, lon=106.8339, kel=None)],
     )
     assert 80 <= located["distance_m"] <= 95 and located["score"] > located["text_similarity"]
+
+
+LAMPS = "lampu jembatan menuju halte busway tidak menyala, gelap sekali kalau malam"
+LAMPS_AGAIN = "lampu sepanjang jembatan tidak menyala, gelap kalau malam"
+
+
+def test_a_case_whose_first_report_may_be_another_category_is_flagged_to_that_category_never_joined() -> None:
+    index = CaseIndex()
+    # the classifier read the first report as public transport, with street lights as its runner-up
+    first = GroupItem("b1", "public_transport", normalise(LAMPS), T0, None, None, KEL,
+                      (("street_lights", 0.47), ("road_damage", 0.23)))  # fmt: skip
+    opened = index.assign(first)
+    later = index.assign(item("b2", LAMPS_AGAIN, cat="street_lights", at=T0 + timedelta(days=5)))
+    assert not later.joined and later.case_id == "case-b2"
+    assert later.candidate_of == opened.case_id and opened.case_id in later.candidates
+    assert "possible duplicate" in later.reason
+    # the same problem classified as the runner-up elsewhere is no candidate: place still decides
+    elsewhere = index.assign(item("b3", LAMPS_AGAIN, cat="street_lights", kel="31.75.07.1003",
+                                  at=T0 + timedelta(days=5)))  # fmt: skip
+    assert opened.case_id not in elsewhere.candidates
+
+
+def test_a_runner_up_below_doubt_at_or_a_located_report_files_nothing_across_categories() -> None:
+    for policy, lat, lon in ((GroupingPolicy(doubt_at=0.5), None, None), (GroupingPolicy(), -6.21, 106.84)):
+        index = CaseIndex(policy=policy)
+        first = GroupItem(
+            "c1", "public_transport", normalise(LAMPS), T0, lat, lon, KEL, (("street_lights", 0.47),)
+        )
+        opened = index.assign(first)
+        later = index.assign(
+            item("c2", LAMPS_AGAIN, cat="street_lights", at=T0 + timedelta(days=5), lat=lat, lon=lon)
+        )
+        assert opened.case_id not in later.candidates, (policy, lat)
+    assert first.doubts(0.1) == ("street_lights",) and first.doubts(0.5) == ()
+    # only the first runner-up: two doubts would file every case twice over for no pair more caught
+    two = GroupItem(
+        "c3", "public_order_noise", "x", T0, runners_up=(("street_vendors", 0.4), ("traffic", 0.3))
+    )
+    assert two.doubts(0.1) == ("street_vendors",)
+
+
+def test_the_chain_hands_its_runners_up_to_grouping_and_never_publishes_them() -> None:
+    from pipeline.processors.chain import TriageChain
+
+    def report(pid: str, text: str, days: int) -> Report:
+        return Report.create(
+            channel="web",
+            provider_id=pid,
+            reporter=Reporter(id="anonymous"),
+            text=text,
+            location=Location(address="kel. kalibaru"),
+            received_at=T0 + timedelta(days=days),
+        )
+
+    chain = TriageChain(cases=CaseIndex())
+    [bridge] = chain.process([report("l1", "lampu jembatan menuju halte busway tidak menyala", 0)])
+    [lamps] = chain.process([report("l2", "lampu sepanjang jembatan tidak menyala, gelap", 3)])
+    assert bridge.triage and lamps.triage
+    assert (bridge.triage.category, lamps.triage.category) == ("public_transport", "street_lights")
+    assert "street_lights" in dict(bridge.triage.runners_up)
+    assert GroupItem.from_report(bridge).runners_up == bridge.triage.runners_up
+    assert lamps.triage.case_candidates == [bridge.triage.case_id]
+    assert b"runners_up" not in bridge.dumps() and "runners_up" not in str(Report.loads(bridge.dumps()))

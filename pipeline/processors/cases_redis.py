@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from .group import (
     BUCKET_LIMIT,
+    DOUBTED_LIMIT,
     CaseDecision,
     CaseIndex,
     CaseRecord,
@@ -35,6 +36,7 @@ from .group import (
     _cell,
     _cell_key,
     _LazyFingerprint,
+    doubted,
     fingerprint,
     template_key,
 )
@@ -60,8 +62,8 @@ class _TrackingStore(MemoryCaseStore):
         self.new_filings.setdefault(key, {})[kelurahan_code] = at
         return super().template_spread(key, kelurahan_code, at, since)
 
-    def load(self, case: CaseRecord, cell: str | None) -> None:
-        super().put(case, cell)
+    def load(self, case: CaseRecord, cell: str | None, own: bool, doubts: bool) -> None:
+        super().put(case, cell, own, doubts)
 
     def put(self, case: CaseRecord, cell: str | None) -> None:
         super().put(case, cell)
@@ -87,6 +89,7 @@ def _encode_case(case: CaseRecord) -> bytes:
             "members": [[rid, fp.text] for rid, fp in members],
             "occurrence": case.occurrence,
             "recurs": case.recurs,
+            **({"doubts": case.doubts} if case.doubts else {}),
         }
     )
 
@@ -105,6 +108,7 @@ def _decode_case(raw: bytes) -> CaseRecord:
         size=d["size"],
         occurrence=d.get("occurrence", 1),
         recurs=d.get("recurs"),
+        doubts=tuple(d.get("doubts") or ()),
     )
 
 
@@ -145,15 +149,8 @@ async def mark_closed(client: aioredis.Redis, namespace: str, case_id: str, reas
     if not raw:
         return
     case = _decode_case(raw)
-    keys = []
-    if case.lat is not None and case.lon is not None:
-        keys += grouper._filed_under(case.category, case.lat, case.lon)
-    if case.kelurahan_code:
-        keys.append(grouper._k_kel(case.category, case.kelurahan_code))
-        if case.lat is None or case.lon is None:
-            keys.append(grouper._k_kel_unplaced(case.category, case.kelurahan_code))
     pipe = client.pipeline(transaction=False)
-    for key in keys:
+    for key in grouper.filed_under(case):
         pipe.zadd(key, {case_id: case.last_at.timestamp() + 0.001}, xx=True)
     await pipe.execute()
 
@@ -167,6 +164,7 @@ class RedisCaseGrouper:
         # Decoded cases kept between batches: case id -> (monotonic time read, record).
         self._cache: OrderedDict[str, tuple[float, CaseRecord]] = OrderedDict()
         self._cell_keys: dict[tuple[str, int, int], str] = {}
+        self._filed: dict[str, list[str]] = {}  # case id -> the bucket keys it is filed under
         # Latitude degrees a case reaches (haversine metres per degree, with 2% to spare).
         self._reach_deg = self.policy.radius_m / 111_195.0 * 1.02
 
@@ -192,7 +190,7 @@ class RedisCaseGrouper:
 
     def _bucket_keys(self, item: GroupItem) -> list[str]:
         """One key per place: a case is filed under every cell a report within the radius could be in
-        (:meth:`_filed_under`), so a report only reads its own cell and still sees every case within
+        (:meth:`_filed_in_cells`), so a report only reads its own cell and still sees every case within
         the radius, at most BUCKET_LIMIT of them. (Reading the nine cells instead multiplies the
         candidates to score by up to nine once cells fill up: the bench's throughput fell by a third
         over 90,000 reports.)"""
@@ -209,9 +207,17 @@ class RedisCaseGrouper:
             keys.append(kel(item.category, item.kelurahan_code))
         return keys
 
+    def _doubted_keys(self, item: GroupItem) -> list[str]:
+        """The bucket of the cases another category's report opened in this kelurahan that may have
+        been of this one (flags only: GroupingPolicy.doubt_at), read for its DOUBTED_LIMIT most recent."""
+        if not item.category or not item.kelurahan_code or item.lat is not None:
+            return []
+        return [self._k_kel(doubted(item.category), item.kelurahan_code)]
+
     async def assign(self, items: Sequence[GroupItem]) -> list[CaseDecision]:
         store = _TrackingStore()
         bucket_keys = sorted({k for item in items for k in self._bucket_keys(item)})
+        doubted_keys = sorted({k for item in items for k in self._doubted_keys(item)})
         # the texts' template keys (the fingerprint is cached: grouping reads it again)
         templates = sorted(
             {
@@ -223,11 +229,13 @@ class RedisCaseGrouper:
         since = min((i.at for i in items), default=None)
         floor = (since - self.policy.window).timestamp() if since else 0
         # Round trip 1: the buckets' most recent cases and the templates' kelurahan (one script call),
-        # and earlier decisions (MGET).
+        # the doubted buckets' (another, with its own limit), and earlier decisions (MGET).
         pipe = self.r.pipeline(transaction=False)
         read_keys = bucket_keys + [self._k_template(k) for k in templates]
         if read_keys:
             await top_by_score_script(self.r)(keys=read_keys, args=[floor, BUCKET_LIMIT], client=pipe)
+        if doubted_keys:
+            await top_by_score_script(self.r)(keys=doubted_keys, args=[floor, DOUBTED_LIMIT], client=pipe)
         if items:
             pipe.mget([self._k_decision(item.report_id) for item in items])
         answers = await pipe.execute() if len(pipe) else []
@@ -236,6 +244,14 @@ class RedisCaseGrouper:
         for members in read[: len(bucket_keys)]:
             for cid, score in pairs(members):
                 latest[cid] = score
+        own = set(latest)
+        # the doubted buckets' cases are filed in the view under their doubts only, unless also read for
+        # their own category (MemoryCaseStore.put)
+        doubted_ids = set()
+        for members in answers[1 if read_keys else 0] if doubted_keys else []:
+            for cid, score in pairs(members):
+                doubted_ids.add(cid)
+                latest.setdefault(cid, score)
         for key, members in zip(templates, read[len(bucket_keys) :], strict=True):
             store._templates[key] = {kel: datetime.fromtimestamp(ts, UTC) for kel, ts in pairs(members)}
         earlier = answers[-1] if items else []
@@ -248,7 +264,7 @@ class RedisCaseGrouper:
         for cid, score in latest.items():
             hit = self._cache.get(cid)
             if hit is not None and now - hit[0] < CACHE_FRESH_S and hit[1].last_at.timestamp() >= score:
-                store.load(hit[1], CaseIndex._cell_of(hit[1]))
+                store.load(hit[1], CaseIndex._cell_of(hit[1]), cid in own, cid in doubted_ids)
             else:
                 stale.append(cid)
         if stale:  # round trip 2: the cases not fresh in the local cache, and whether they were closed
@@ -259,7 +275,8 @@ class RedisCaseGrouper:
                     case = _decode_case(raw)
                     case.closed = closed.decode() if isinstance(closed, bytes) else closed
                     self._remember(case, now)
-                    store.load(case, CaseIndex._cell_of(case))
+                    cid = case.case_id
+                    store.load(case, CaseIndex._cell_of(case), cid in own, cid in doubted_ids)
 
         index = CaseIndex(store, self.policy)
         decisions = [index.assign(item) for item in items]
@@ -274,7 +291,26 @@ class RedisCaseGrouper:
         while len(self._cache) > CACHE_MAX:
             self._cache.popitem(last=False)
 
-    def _filed_under(self, category: str, lat: float, lon: float) -> list[str]:
+    def filed_under(self, case: CaseRecord) -> list[str]:
+        """Every bucket key a case is filed under: its category's, and one for each of its doubts."""
+        keys = self._filed.get(case.case_id)  # a case's place and categories never change: remembered
+        if keys is not None:
+            return keys
+        keys = []
+        located = case.lat is not None and case.lon is not None
+        if located:
+            keys += self._filed_in_cells(case.category, case.lat, case.lon)  # type: ignore[arg-type]
+        if case.kelurahan_code:
+            keys.append(self._k_kel(case.category, case.kelurahan_code))
+            if not located:
+                keys.append(self._k_kel_unplaced(case.category, case.kelurahan_code))
+            keys += [self._k_kel(doubted(other), case.kelurahan_code) for other in case.doubts]
+        if len(self._filed) >= CACHE_MAX:
+            self._filed.clear()
+        self._filed[case.case_id] = keys
+        return keys
+
+    def _filed_in_cells(self, category: str, lat: float, lon: float) -> list[str]:
         """The bucket keys a located case is filed under: every cell in which a report within the
         radius could be. That is 2 or 3 cells a side, 4.8 on average rather than all 9 around it:
         cell ZADDs were half of what Redis appends to its file, and a case filed under a cell it
@@ -305,14 +341,8 @@ class RedisCaseGrouper:
         for case, _own_cell in cases:
             writes.set(self._k_case(case.case_id), _encode_case(case), self.ttl_s)
             member = [repr(case.last_at.timestamp()), case.case_id]
-            if case.lat is not None and case.lon is not None:
-                for key in self._filed_under(case.category, case.lat, case.lon):
-                    buckets.setdefault(key, []).extend(member)
-            if case.kelurahan_code:
-                buckets.setdefault(self._k_kel(case.category, case.kelurahan_code), []).extend(member)
-                if case.lat is None or case.lon is None:
-                    key = self._k_kel_unplaced(case.category, case.kelurahan_code)
-                    buckets.setdefault(key, []).extend(member)
+            for key in self.filed_under(case):
+                buckets.setdefault(key, []).extend(member)
         # One ZADD and one EXPIRE per bucket for the whole batch, however many cases share it.
         for key, flat in buckets.items():  # scores are seconds: cases idle for a TTL are dropped
             writes.zadd(key, flat, self.ttl_s, keep=self.ttl_s)

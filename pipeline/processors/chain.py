@@ -70,6 +70,7 @@ class TriageChain:
                 expected_by=report.received_at + timedelta(days=decision.expected_days),
                 processed_at=now,
             )
+            report.triage.runners_up = label.candidates[1:]
             if self.cases is not None:
                 apply_case(report, self.cases.assign(report))
         return list(reports)
