@@ -259,13 +259,7 @@ class MemoryCaseStore:
         return sum(1 for t in seen.values() if t >= since)
 
     def cases_near(self, category: str, cells: Sequence[str], since: datetime) -> Iterable[CaseRecord]:
-        out: list[CaseRecord] = []
-        by_cell = self._by_cell
-        for cell in cells:
-            bucket = by_cell.get((category, cell))
-            if bucket:  # most of the nine cells around a report are empty: no call for those
-                out += _recent(bucket, since)
-        return out
+        return [c for cell in cells for c in _recent(self._by_cell.get((category, cell)), since)]
 
     def cases_in(
         self, category: str, kelurahan_code: str, since: datetime, limit: int = BUCKET_LIMIT
@@ -536,16 +530,12 @@ class CaseIndex:
         return self._combine(item, reach, sim)
 
     def _reach(
-        self,
-        item: GroupItem,
-        case: CaseRecord,
-        around: tuple[datetime, datetime] | None = None,
-        same_category: bool = True,
+        self, item: GroupItem, case: CaseRecord, around: tuple[datetime, datetime] | None = None
     ) -> float | str:
         """Distance in metres when both sides are located, -1.0 when only text can compare them (same
         kelurahan), or why they cannot be compared. ``around`` is the item's time window (from
         :meth:`_around`), passed in when many cases are gated against one item."""
-        if same_category and item.category != case.category:
+        if item.category != case.category:
             return "other category"
         lo, hi = around or self._around(item)
         if not (lo <= case.last_at <= hi or lo <= case.first_at <= hi):
@@ -593,13 +583,11 @@ class CaseIndex:
         out: list[tuple[float, CaseRecord]] = []
         if not item.kelurahan_code or item.lat is not None:
             return out
+        # the bucket is the item's kelurahan's and holds only cases without coordinates, and an open
+        # case is within the time window: nothing else to check before comparing words
         category, since = doubted(item.category or ""), item.at - self.policy.window
-        around = None
         for case in self.store.cases_in(category, item.kelurahan_code, since, DOUBTED_LIMIT):
-            if case.category == item.category or not self.is_open(case, item.at):
-                continue
-            around = around or self._around(item)
-            if isinstance(self._reach(item, case, around, False), str):
+            if not self.is_open(case, item.at):
                 continue
             words = fp.get().words
             top = _jaccard(words, case.members[0][1].get().words)  # its first report: what it is about
