@@ -85,6 +85,19 @@ def quality(iso) -> dict:
     return orjson.loads(out.stdout)
 
 
+def _redis_case(iso, case_id: str) -> dict:
+    """The case as grouping keeps it in Redis (what the workers compare new reports with)."""
+    import redis
+
+    client = redis.Redis.from_url(iso.env["CRM_REDIS_URL"])
+    try:
+        raw = client.get(f"{iso.env['CRM_TOPIC_NAMESPACE']}:case:{case_id}")
+    finally:
+        client.close()
+    assert raw, f"grouping has no case {case_id}"
+    return orjson.loads(raw)
+
+
 def test_split_and_merge_through_the_api_are_counted_by_cases_quality(iso, pipeline_url):
     where = "Gang Melati, Kel. Kali Baru, Cilincing"
     first = submit(pipeline_url, PILE, where)
@@ -112,6 +125,10 @@ def test_split_and_merge_through_the_api_are_counted_by_cases_quality(iso, pipel
         assert status == 201 and done["kind"] == "split" and done["pairs"] == 3
         new_case = done["other_case_id"]
         assert case_of(iso, again[-1]) == new_case
+        # grouping learnt it: the old case no longer holds the report's words, the new case is filed
+        grouping = _redis_case(iso, case), _redis_case(iso, new_case)
+        assert again[-1] not in [m[0] for m in grouping[0]["members"]]
+        assert [m[0] for m in grouping[1]["members"]] == [again[-1]]
         assert call(api, "POST", f"/v1/cases/{case}/split", split) == (200, done)  # a retry is a replay
         assert call(api, "POST", f"/v1/cases/{case}/split", {**split, "event_id": "split-2"})[0] == 409
         assert call(api, "POST", f"/v1/cases/{new_case}/split", {"report": again[-1]})[0] == 409

@@ -242,3 +242,51 @@ def test_a_case_another_category_may_have_been_is_flagged_across_batches_and_clo
     # closing it moves it in that bucket too, so every worker re-reads it and sees it closed
     assert rescored is not None and rescored > filed
     assert opened.case_id not in after.candidates
+
+
+@pytest.mark.parametrize("long_lived", [False, True], ids=["fresh-grouper", "worker-cache"])
+def test_a_report_split_out_takes_its_words_along_and_its_repeats_join_the_new_case(iso, long_lived):
+    """Two trees on one road joined one case; the officer splits the second out. Its repeat must join
+    the split-out case, not come back to the first through the words the officer took out of it, and
+    the first tree's repeat still joins the first case (also in a worker that cached it)."""
+    from pipeline.processors.cases_redis import _decode_case, split_out
+
+    school = _item("s1", "pohon tumbang menutup jalan kemang raya depan sekolah", lat=-6.2615, lon=106.8132)
+    mosque = _item(
+        "s2", "pohon tumbang menutup jalan kemang raya depan masjid", lat=-6.2624, lon=106.8138, minutes=30
+    )
+    mosque_again = _item(
+        "s3", "pohon tumbang depan masjid menutup jalan kemang raya", lat=-6.2625, lon=106.8139, minutes=90
+    )
+    school_again = _item(
+        "s4", "pohon tumbang depan sekolah menutup jalan kemang raya", lat=-6.2614, lon=106.8131, minutes=95
+    )
+
+    async def go():
+        client = aioredis.from_url(iso.env["CRM_REDIS_URL"])
+        ns = f"{iso.tag}-split-{long_lived}"
+        worker = RedisCaseGrouper(client, ns)
+
+        def grouper() -> RedisCaseGrouper:
+            return worker if long_lived else RedisCaseGrouper(client, ns)
+
+        try:
+            [first] = await grouper().assign([school])
+            [joined] = await grouper().assign([mosque])
+            stored = _decode_case(await client.get(worker._k_case(first.case_id)))
+            bucket = worker.filed_under(stored)[0]
+            filed = await client.zscore(bucket, first.case_id)
+            await split_out(client, ns, mosque, first.case_id, "case-split-s2")
+            bumped = await client.zscore(bucket, first.case_id)
+            [replayed] = await grouper().assign([mosque])
+            [repeat, other] = await grouper().assign([mosque_again, school_again])
+            return first, joined, replayed, repeat, other, bumped - filed
+        finally:
+            await client.aclose()
+
+    first, joined, replayed, repeat, other, moved = asyncio.run(go())
+    assert joined.joined and joined.case_id == first.case_id  # the wrong merge an officer undoes
+    assert moved > 0  # the old case moved in its buckets: a worker that cached it reads it again
+    assert replayed.case_id == "case-split-s2"  # a redelivered copy keeps the officer's decision
+    assert repeat.joined and repeat.case_id == "case-split-s2", repeat
+    assert other.joined and other.case_id == first.case_id, other

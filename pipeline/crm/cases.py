@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from ..processors.cases_redis import mark_closed, set_decision, store_ttl_s
-from ..processors.group import CaseDecision, GroupItem, explain
+from ..processors.cases_redis import mark_closed, split_out, store_ttl_s
+from ..processors.group import GroupItem, explain
 from ..settings import Settings
 from .status import FINAL
 
@@ -245,7 +245,16 @@ class CaseService:
             pairs = [(rid, m, 0, True) for m in members if m != rid][:MAX_PAIRS]
             await self._pairs(conn, correction["correction_id"], pairs)
             correction["pairs"] = len(pairs)
-        await self._tell_split(rid, new_case)
+        item = GroupItem(
+            rid,
+            report["category"] or case["category"],
+            report["text"] or "",
+            report["source_at"] or report["received_at"],
+            report["lat"],
+            report["lon"],
+            report["kelurahan_code"] or case["kelurahan_code"],
+        )
+        await self._tell_split(item, case_id, new_case)
         return correction, False
 
     async def merge(
@@ -316,7 +325,8 @@ class CaseService:
         except ValueError:
             rid = None
         cur = await conn.execute(
-            "SELECT report_id::text, tracking_number, case_id, category, kelurahan_code, received_at "
+            "SELECT report_id::text, tracking_number, case_id, category, kelurahan_code, received_at, "
+            "source_at, lat, lon, coalesce(text_normalised, text_original) AS text "
             "FROM reports WHERE " + ("report_id = %s::uuid" if rid else "tracking_number = %s"),
             (rid or ref,),
         )
@@ -386,14 +396,14 @@ class CaseService:
                 [(correction_id, *p) for p in pairs],
             )
 
-    async def _tell_split(self, report_id: str, new_case: str) -> None:
-        """A redelivered copy of the report keeps its new case (grouping reads its decision first)."""
-        decision = CaseDecision(new_case, False, None, 0.0, "new case (split out of its case by an officer)")
+    async def _tell_split(self, item: GroupItem, case_id: str, new_case: str) -> None:
+        """Grouping learns the split: a redelivered copy of the report keeps its new case (grouping reads
+        its decision first), and a repeat of it joins the new case rather than the old one."""
         client = await _redis(self.settings)
         try:
-            await set_decision(client, self.settings.topic_namespace, report_id, decision, store_ttl_s())
+            await split_out(client, self.settings.topic_namespace, item, case_id, new_case)
         except (aioredis.RedisError, OSError) as exc:
-            log.warning("could not tell grouping about the split of %s: %s", report_id, exc)
+            log.warning("could not tell grouping about the split of %s: %s", item.report_id, exc)
         finally:
             await client.aclose()
 

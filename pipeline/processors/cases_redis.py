@@ -155,6 +155,55 @@ async def mark_closed(client: aioredis.Redis, namespace: str, case_id: str, reas
     await pipe.execute()
 
 
+async def split_out(
+    client: aioredis.Redis,
+    namespace: str,
+    report: GroupItem,
+    case_id: str,
+    new_case_id: str,
+    policy: GroupingPolicy | None = None,
+) -> None:
+    """An officer split ``report`` out of ``case_id`` into ``new_case_id``: grouping forgets the report's
+    words in the old case and files the new case where its repeats will look. Without this, the next
+    report of the split-out problem matched the old case through the very words the officer took out
+    of it, and joined it again.
+
+    The old case's score in its buckets moves up by a millisecond (as in :func:`mark_closed`), so a
+    worker holding it in its cache reads it again. A worker persisting the old case at the same moment
+    may write its copy back with the words: the report's own decision stays split (set first), and the
+    next repeat is then at worst a candidate of both cases."""
+    grouper = RedisCaseGrouper(client, namespace, policy)
+    decision = CaseDecision(new_case_id, False, None, 0.0, "new case (split out of its case by an officer)")
+    await set_decision(client, namespace, report.report_id, decision, grouper.ttl_s)
+    writes, bumps = BatchWrite(), client.pipeline(transaction=False)
+    raw = await client.get(grouper._k_case(case_id))
+    if raw:
+        old = _decode_case(raw)
+        kept = [m for m in old.members if m[0] != report.report_id]
+        if kept:  # a case of one report is not split (the officer API refuses it)
+            old.members, old.size = kept, max(1, old.size - 1)
+            writes.set(grouper._k_case(case_id), _encode_case(old), grouper.ttl_s)
+            for key in grouper.filed_under(old):
+                bumps.zadd(key, {case_id: old.last_at.timestamp() + 0.001}, xx=True)
+    if report.category:
+        new = CaseRecord(
+            case_id=new_case_id,
+            category=report.category,
+            first_at=report.at,
+            last_at=report.at,
+            lat=report.lat,
+            lon=report.lon,
+            kelurahan_code=report.kelurahan_code,
+            members=[(report.report_id, _LazyFingerprint(report.text))],
+        )
+        writes.set(grouper._k_case(new_case_id), _encode_case(new), grouper.ttl_s)
+        for key in grouper.filed_under(new):
+            writes.zadd(key, [repr(report.at.timestamp()), new_case_id], grouper.ttl_s, keep=grouper.ttl_s)
+    await writes.execute(client)  # the old case without the words first, then its buckets' bumps
+    if len(bumps):
+        await bumps.execute()
+
+
 class RedisCaseGrouper:
     def __init__(self, client: aioredis.Redis, namespace: str, policy: GroupingPolicy | None = None) -> None:
         self.r = client
