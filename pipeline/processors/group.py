@@ -444,8 +444,15 @@ def template_key(fp: Fingerprint) -> str:
     return fp._template
 
 
+@lru_cache(maxsize=1 << 16)
 def _bigrams(word: str) -> frozenset[str]:
+    """A word's letter pairs (remembered: content words recur across a city's reports)."""
     return frozenset([word[i : i + 2] for i in range(len(word) - 1)])
+
+
+@lru_cache(maxsize=1 << 16)
+def _has_digit(word: str) -> bool:
+    return any(ch.isdigit() for ch in word)
 
 
 def _unalike(words: frozenset[str], others: frozenset[str]) -> list[str]:
@@ -454,12 +461,13 @@ def _unalike(words: frozenset[str], others: frozenset[str]) -> list[str]:
     has no other spelling: numbers say which house, blok or RT."""
     if not words:
         return []
-    spelt = [o for o in others if not any(ch.isdigit() for ch in o)]
+    digit = _has_digit
+    spelt = [o for o in others if not digit(o)]
     prefixes = {o[:4] for o in spelt}
     grams = [_bigrams(o) for o in spelt]
     out = []
     for word in words:
-        if any(ch.isdigit() for ch in word):
+        if digit(word):
             out.append(word)
             continue
         if word[:4] in prefixes:
@@ -712,13 +720,21 @@ class CaseIndex:
             return f"template text (filed in {p.template_kelurahan}+ kelurahan)"
         if same_place(fp.get().places, member.places):
             return None  # one named place: the rest of the wording may differ
-        mine = fp.get().words
-        if min(len(mine), len(member.words)) < p.min_words:
+        mine, theirs = fp.get().words, member.words
+        if min(len(mine), len(theirs)) < p.min_words:
             return f"fewer than {p.min_words} content words"
-        only_mine, only_theirs = unmatched_words(mine, member.words)
-        if min(len(only_mine), len(only_theirs)) > p.max_unmatched:
-            return f"different details: {' '.join(only_mine[:3])} / {' '.join(only_theirs[:3])}"
-        return None
+        # unmatched_words, cheapest test first: a spelling check only ever removes words from the plain
+        # set differences, so a side already short enough decides without it
+        only_mine, only_theirs = mine - theirs, theirs - mine
+        if min(len(only_mine), len(only_theirs)) <= p.max_unmatched:
+            return None
+        unmatched = _unalike(only_mine, only_theirs)
+        if len(unmatched) <= p.max_unmatched:
+            return None
+        others = _unalike(only_theirs, only_mine)
+        if len(others) <= p.max_unmatched:
+            return None
+        return f"different details: {' '.join(unmatched[:3])} / {' '.join(others[:3])}"
 
     def _best(
         self,
