@@ -169,3 +169,69 @@ def test_compare_scores_both_models_against_officers(db: harness.Isolated) -> No
     assert out["live_model"]["accuracy"] == pytest.approx(1 / 3) and out["live_model"]["labelled"] == 3
     assert out["shadow_model"]["accuracy"] == 1.0 and out["shadow_model"]["coverage"] == 0.75
     assert out["live_model"]["coverage"] == 1.0 and out["shadow_model"]["precision_routed"] == 1.0
+
+
+def test_compare_and_the_dashboard_judge_a_shadow_on_its_latest_run(db: harness.Isolated) -> None:
+    """A model shadowed again (after a week off, say) is compared on what it decided since, unless asked
+    for every run: its earlier decisions say nothing about the data it sees now."""
+    import os
+    import subprocess
+    import sys
+
+    import orjson
+
+    from pipeline.dashboard.models import model_rows
+
+    reg = ModelRegistry(db.env["CRM_DATABASE_URL"])
+    m = small_model()
+    reg.register(m, actor="test")
+    reports = [make_report(text=f"laporan ke {i}", agency="Dinas Bina Marga") for i in range(5)]
+    asyncio.run(store(db.settings(), *reports))
+
+    def decide(batch) -> None:
+        decisions = [
+            d
+            for r in batch
+            for d in (
+                Decision(r.report_id, "live-x", "live", "x", "Dinas Bina Marga", 0.9, "agency"),
+                Decision(r.report_id, m.model_id, "shadow", "x", "Dinas Perhubungan", 0.9, "agency"),
+            )
+        ]
+
+        async def write() -> None:
+            url = db.env["CRM_DATABASE_URL"]
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await record_decisions(conn, decisions)
+
+        asyncio.run(write())
+
+    reg.shadow(m.model_id)
+    decide(reports[:3])
+    with psycopg.connect(db.env["CRM_DATABASE_URL"], autocommit=True) as conn:  # that run was a week ago
+        conn.execute(
+            "UPDATE model_decisions SET decided_at = decided_at - interval '7 days' WHERE model_id = %s",
+            (m.model_id,),
+        )
+        conn.execute(
+            "UPDATE triage_model_events SET at = at - interval '7 days' WHERE model_id = %s", (m.model_id,)
+        )
+    reg.unshadow()
+    reg.shadow(m.model_id)  # shadowed again today
+    decide(reports[3:])
+
+    latest = reg.compare(m.model_id)
+    assert latest["decisions"] == 2 and latest["since"] is not None
+    assert reg.compare(m.model_id, whole=True)["decisions"] == 5
+    cli = [sys.executable, "-m", "pipeline", "model", "compare", m.model_id, "--json"]
+    env = {**os.environ, **db.env}
+    for extra, n in (([], 2), (["--all"], 5), (["--since", "30d"], 5), (["--since", "1d"], 2)):
+        out = subprocess.run(cli + extra, env=env, capture_output=True, text=True, check=True, cwd=harness.ROOT)
+        assert orjson.loads(out.stdout)["decisions"] == n, (extra, out.stdout)
+
+    async def board() -> dict:
+        async with await psycopg.AsyncConnection.connect(db.env["CRM_DATABASE_URL"]) as conn:
+            return await model_rows(conn)
+
+    shadow = asyncio.run(board())["shadow"]
+    assert shadow["model"] == m.model_id and shadow["decisions"] == 2 and shadow["agreement"] == 0.0
+    reg.unshadow()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 
-def _since(value: str) -> datetime:
+def since_arg(value: str) -> datetime:
     """An ISO date or time, or a span back from now (``7d``, ``12h``)."""
     value = value.strip()
     if value[-1:] in ("d", "h") and value[:-1].isdigit():
@@ -40,6 +40,6 @@ def add_cases_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("cases", _cmd_cases, "cases on the live store: grouping's merges and the officers' corrections")
     p.add_argument("action", choices=["quality"], help="quality: merges, splits, merges by officers, pairs")
     p.add_argument(
-        "--since", type=_since, default=_since("30d"), help="ISO date/time or 7d, 12h (default 30d)"
+        "--since", type=since_arg, default=since_arg("30d"), help="ISO date/time or 7d, 12h (default 30d)"
     )
     p.add_argument("--json", action="store_true", help="the figures as JSON")

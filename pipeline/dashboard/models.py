@@ -15,7 +15,8 @@ async def model_rows(conn: Any) -> dict[str, Any] | None:
     if not have or not have[0]:
         return None
     roles = {
-        r[0]: {"model": r[1], "since": (r[2] or r[3]).isoformat() if (r[2] or r[3]) else None}
+        # a model shadowed again after being live keeps its old live_since: each role has its own time
+        r[0]: {"model": r[1], "since": r[2] if r[0] == "live" else r[3]}
         for r in await (
             await conn.execute(
                 "SELECT role, model_id, live_since, shadow_since FROM triage_models "
@@ -23,6 +24,9 @@ async def model_rows(conn: Any) -> dict[str, Any] | None:
             )
         ).fetchall()
     }
+    began = {role: v["since"] for role, v in roles.items()}
+    for v in roles.values():
+        v["since"] = v["since"].isoformat() if v["since"] else None
     live = roles.get("live") or {"model": "lexicon-v1", "since": None}
     # Running accuracy of the live model: of the reports it routed and officers judged since, the share
     # whose agency they kept (a confirmation, or a Disposisi to the same agency's office).
@@ -47,8 +51,9 @@ async def model_rows(conn: Any) -> dict[str, Any] | None:
                 "JOIN model_decisions l ON l.report_id = s.report_id AND l.role = 'live' "
                 "LEFT JOIN LATERAL (SELECT new_agency FROM route_labels x WHERE x.report_id = s.report_id "
                 "  ORDER BY labelled_at DESC, label_id DESC LIMIT 1) lab ON true "
-                "WHERE s.model_id = %s AND s.role = 'shadow'",
-                (shadow["model"],),
+                "WHERE s.model_id = %s AND s.role = 'shadow' "
+                "AND (%s::timestamptz IS NULL OR s.decided_at >= %s)",  # this shadow run only
+                (shadow["model"], began["shadow"], began["shadow"]),
             )
         ).fetchone()
         n, agree, labelled, shadow_right, live_right = row or (0, 0, 0, 0, 0)

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from ..crm.cases_cli import since_arg
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: a label needs this many examples to be learnt (and to sit in every calibration fold)
 MIN_EXAMPLES_PER_LABEL = 3
@@ -281,13 +283,14 @@ def model_main(args: argparse.Namespace) -> int:
             )
             return EXIT_OK
         if args.action == "compare":
-            out = reg.compare(args.id)
+            out = reg.compare(args.id, since=args.since, whole=args.all)
             if args.json:
                 print(orjson.dumps(out).decode())
                 return EXIT_OK
             live_ids = ", ".join(out["live"]) or "-"
-            print(f"shadow {out['shadow']} against live {live_ids}: {out['decisions']} reports decided by "
-                  f"both, agreement {_fmt(out['agreement'])}")  # fmt: skip
+            since = f" since {out['since']}" if out["since"] else ""
+            print(f"shadow {out['shadow']} against live {live_ids}{since}: {out['decisions']} reports "
+                  f"decided by both, agreement {_fmt(out['agreement'])}")  # fmt: skip
             for name in ("live_model", "shadow_model"):
                 s = out[name]
                 print(f"  {name.split('_')[0]:6} accuracy {_fmt(s['accuracy'])} on {s['labelled']} with a "
@@ -319,6 +322,13 @@ def add_model_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         "compare", help="shadow against live since the shadow started, against officers' agencies"
     )
     s.add_argument("id", nargs="?", help="the shadow model (default: the current one)")
+    when = s.add_mutually_exclusive_group()
+    when.add_argument(
+        "--since",
+        type=since_arg,
+        help="count decisions from an ISO date or 7d/12h back (default: since it was last shadowed)",
+    )
+    when.add_argument("--all", action="store_true", help="every decision it made in shadow, in any run")
     s.add_argument("--json", action="store_true")
     for name, sp in sub.choices.items():
         if name in ("shadow", "unshadow", "promote", "rollback", "retire"):

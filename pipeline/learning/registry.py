@@ -274,9 +274,17 @@ class ModelRegistry:
             )
         return out
 
-    def compare(self, shadow_id: str | None = None, live_id: str | None = None) -> dict[str, Any]:
-        """Since the shadow started: agreement with the live model, and the accuracy and coverage of
-        both against officers' final agencies (labels, or the agency that accepted the report)."""
+    def compare(
+        self,
+        shadow_id: str | None = None,
+        live_id: str | None = None,
+        since: datetime | None = None,
+        whole: bool = False,
+    ) -> dict[str, Any]:
+        """Since the shadow started (its latest ``shadow``; ``since`` or ``whole`` to say otherwise):
+        agreement with the live model, and the accuracy and coverage of both against officers' final
+        agencies (labels, or the agency that accepted the report). A model shadowed again after a
+        retraining or a week off is judged on its new run, not on what it decided before."""
         with self._connect() as conn:
             if shadow_id is None:
                 row = (
@@ -291,6 +299,12 @@ class ModelRegistry:
                         "no shadow model has decided anything yet (crm-pipeline model shadow ID)"
                     )
                 shadow_id = row["model_id"]
+            if since is None and not whole:
+                began = conn.execute(
+                    "SELECT max(at) AS at FROM triage_model_events WHERE model_id = %s AND action = 'shadow'",
+                    (shadow_id,),
+                ).fetchone()
+                since = began["at"] if began else None
             rows = conn.execute(
                 "SELECT l.model_id AS live_id, l.agency AS live_agency, l.routed_to AS live_routed, "
                 "s.agency AS shadow_agency, s.routed_to AS shadow_routed, "
@@ -300,8 +314,9 @@ class ModelRegistry:
                 "JOIN reports r ON r.report_id = s.report_id "
                 "LEFT JOIN LATERAL (SELECT new_agency FROM route_labels x WHERE x.report_id = s.report_id "
                 "  ORDER BY labelled_at DESC, label_id DESC LIMIT 1) lab ON true "
-                "WHERE s.model_id = %s AND s.role = 'shadow' AND (%s::text IS NULL OR l.model_id = %s)",
-                (list(ACCEPTED_STATUSES), shadow_id, live_id, live_id),
+                "WHERE s.model_id = %s AND s.role = 'shadow' AND (%s::text IS NULL OR l.model_id = %s) "
+                "AND (%s::timestamptz IS NULL OR s.decided_at >= %s)",
+                (list(ACCEPTED_STATUSES), shadow_id, live_id, live_id, since, since),
             ).fetchall()
         n = len(rows)
 
@@ -321,6 +336,7 @@ class ModelRegistry:
         live_ids = sorted({r["live_id"] for r in rows})
         return {
             "shadow": shadow_id,
+            "since": since.isoformat() if since else None,
             "live": live_ids,
             "decisions": n,
             "agreement": sum(1 for r in rows if r["live_agency"] == r["shadow_agency"]) / n if n else None,
