@@ -267,14 +267,13 @@ class RedisCaseGrouper:
         store = _TrackingStore()
         bucket_keys = sorted({k for item in items for k in self._bucket_keys(item)})
         doubted_keys = sorted({k for item in items for k in self._doubted_keys(item)})
-        # the texts' template keys (the fingerprint is cached: grouping reads it again)
-        templates = sorted(
-            {
-                template_key(fingerprint(i.text))
-                for i in items
-                if i.category and i.kelurahan_code and (i.lat is None or i.lon is None)
-            }
-        )
+        # the texts' template keys (their fingerprints are handed on: grouping reads them again)
+        fps = {
+            i.report_id: fingerprint(i.text)
+            for i in items
+            if i.category and i.kelurahan_code and (i.lat is None or i.lon is None)
+        }
+        templates = sorted({template_key(fp) for fp in fps.values()})
         since = min((i.at for i in items), default=None)
         floor = (since - self.policy.window).timestamp() if since else 0
         # Round trip 1: the buckets' most recent cases and the templates' kelurahan (one script call),
@@ -328,7 +327,7 @@ class RedisCaseGrouper:
                     store.load(case, CaseIndex._cell_of(case), cid in own, cid in doubted_ids)
 
         index = CaseIndex(store, self.policy)
-        decisions = [index.assign(item) for item in items]
+        decisions = [index.assign(item, fps.get(item.report_id)) for item in items]
         await self._persist(store.dirty_cases.values(), store.new_decisions, store.new_filings)
         for case, _ in store.dirty_cases.values():
             self._remember(case, now)

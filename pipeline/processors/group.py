@@ -354,9 +354,9 @@ def _stopwords() -> frozenset[str]:
 
 
 def fingerprint(text: str) -> Fingerprint:
-    """Content words and character 4-gram shingles (these also catch affixes and typos) of a text.
-    Cached: a batch's texts are read for their template keys, then scored, and the members of cases
-    kept between batches are compared again and again."""
+    """Content words and (lazily) character 4-gram shingles of a text: shingles also catch affixes and
+    typos. Made once per text: a report's is handed to :meth:`CaseIndex.assign`, and the members of
+    cases kept between batches keep theirs."""
     words = frozenset(map(intern, text.split())) - _stopwords()
     if "[" in text:  # masked contact details say nothing about the problem
         words = frozenset(w for w in words if not w.startswith("["))
@@ -602,8 +602,9 @@ class CaseIndex:
             out.append((top, case))
         return out
 
-    def assign(self, report_like: Any) -> CaseDecision:
-        """The case of one report (a :class:`GroupItem` or a triaged ``Report``); records it in the store."""
+    def assign(self, report_like: Any, known_fp: Fingerprint | None = None) -> CaseDecision:
+        """The case of one report (a :class:`GroupItem` or a triaged ``Report``); records it in the store.
+        ``known_fp``: its text's fingerprint, when the caller already made it."""
         item = report_like if isinstance(report_like, GroupItem) else GroupItem.from_report(report_like)
         known = self.store.decision_for(item.report_id)
         if known is not None:
@@ -614,6 +615,7 @@ class CaseIndex:
             # cases past the window cannot be joined or linked any more: bound a long-running worker
             self.store.prune(item.at - 2 * p.window)
         fp = _LazyFingerprint(item.text)
+        fp._fp = known_fp
         template = False
         cases: list[CaseRecord] = []
         if item.category:
