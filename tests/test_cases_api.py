@@ -146,6 +146,9 @@ def test_split_and_merge_through_the_api_are_counted_by_cases_quality(iso, pipel
         )
         assert (reason, into) == ("merged", case)
         assert call(api, "POST", f"/v1/cases/{case}/merge", {"other": lamp_case})[0] == 409
+        # grouping learnt the merge too: the lamp reported again joins the case the officer kept
+        lamp_again = submit(pipeline_url, LAMP + ", tolong", "Gang Kenanga, Kel. Kali Baru, Cilincing")
+        assert stored(iso, lamp_again) == case
         assert call(api, "POST", f"/v1/cases/{case}/merge", {"other": case})[0] == 422
 
     after = quality(iso)

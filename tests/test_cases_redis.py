@@ -290,3 +290,33 @@ def test_a_report_split_out_takes_its_words_along_and_its_repeats_join_the_new_c
     assert replayed.case_id == "case-split-s2"  # a redelivered copy keeps the officer's decision
     assert repeat.joined and repeat.case_id == "case-split-s2", repeat
     assert other.joined and other.case_id == first.case_id, other
+
+
+def test_a_repeat_of_a_merged_case_joins_the_case_it_went_into_across_workers(iso):
+    """The officer merged case A (text only) into case B (elsewhere): a fresh worker reads A from its
+    bucket, follows the merge to B by id, and files the repeat under B."""
+    from pipeline.processors.cases_redis import _decode_case, mark_closed
+
+    kel = "31.72.04.1004"
+    pile = ("sampah menumpuk di pinggir kali dekat pos rw 05 sudah seminggu tidak diangkut petugas "
+            "bau menyengat banyak lalat")  # fmt: skip
+    a = _item("g1", pile, kel=kel, cat="garbage")
+    b = _item("g2", "tumpukan sampah liar di bantaran kali", lat=-6.2101, lon=106.8301, cat="garbage")
+    repeat = _item("g3", pile + " mohon diangkut", kel=kel, cat="garbage", minutes=120)
+
+    async def go():
+        client = aioredis.from_url(iso.env["CRM_REDIS_URL"])
+        ns = f"{iso.tag}-merged"
+        try:
+            [da, db] = await RedisCaseGrouper(client, ns).assign([a, b])
+            await mark_closed(client, ns, da.case_id, f"merged:{db.case_id}", 3600)
+            [dr] = await RedisCaseGrouper(client, ns).assign([repeat])
+            kept = _decode_case(await client.get(f"{ns}:case:{db.case_id}"))
+            return da, db, dr, kept
+        finally:
+            await client.aclose()
+
+    da, db, dr, kept = asyncio.run(go())
+    assert da.case_id != db.case_id
+    assert dr.joined and dr.case_id == db.case_id, dr
+    assert kept.size == 2 and "g3" in [rid for rid, _ in kept.members]

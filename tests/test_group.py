@@ -101,6 +101,32 @@ def test_a_case_merged_away_points_to_the_case_it_went_into() -> None:
     assert again.recurs == "case-elsewhere" and again.occurrence == 2
 
 
+LAMP = "Lampu PJU di gang Kenanga RT 03 RW 07 mati total sudah lima hari, jalan gelap sekali tiap malam"
+
+
+def test_a_repeat_of_a_case_an_officer_merged_away_joins_the_case_it_went_into() -> None:
+    """The officer said the two cases are one: the next report of either joins the one that is left,
+    following a merge of a merge, and only while that case is open."""
+    store = MemoryCaseStore()
+    index = CaseIndex(store)
+    pile = index.assign(item("m1", PILE))
+    lamp = index.assign(item("m2", LAMP, cat="street_lights"))
+    store.case(pile.case_id).closed = f"merged:{lamp.case_id}"  # type: ignore[union-attr]
+    again = index.assign(item("m3", PILE, at=T0 + timedelta(days=2)))
+    assert again.joined and again.case_id == lamp.case_id
+    assert f"like {pile.case_id}, which an officer merged into it" in again.reason
+    assert store.case(lamp.case_id).size == 2  # type: ignore[union-attr]
+
+    third = index.assign(item("m4", "banjir setinggi lutut merendam rumah warga gang kenanga", cat="flood"))
+    store.case(lamp.case_id).closed = f"merged:{third.case_id}"  # type: ignore[union-attr]
+    once_more = index.assign(item("m5", PILE, at=T0 + timedelta(days=3)))
+    assert once_more.joined and once_more.case_id == third.case_id  # merged twice: the last case left
+
+    store.case(third.case_id).closed = "Selesai"  # type: ignore[union-attr]
+    after = index.assign(item("m6", PILE, at=T0 + timedelta(days=4)))
+    assert not after.joined and after.case_id == "case-m6"  # the case it went into is closed: a new one
+
+
 def test_a_template_filed_in_many_kelurahan_is_not_joined_on_text() -> None:
     """A monitoring team's sentence, one shop per filing: the same words in 3+ kelurahan."""
     index = CaseIndex()

@@ -225,7 +225,9 @@ def test_compare_and_the_dashboard_judge_a_shadow_on_its_latest_run(db: harness.
     cli = [sys.executable, "-m", "pipeline", "model", "compare", m.model_id, "--json"]
     env = {**os.environ, **db.env}
     for extra, n in (([], 2), (["--all"], 5), (["--since", "30d"], 5), (["--since", "1d"], 2)):
-        out = subprocess.run(cli + extra, env=env, capture_output=True, text=True, check=True, cwd=harness.ROOT)
+        out = subprocess.run(
+            cli + extra, env=env, capture_output=True, text=True, check=True, cwd=harness.ROOT
+        )
         assert orjson.loads(out.stdout)["decisions"] == n, (extra, out.stdout)
 
     async def board() -> dict:

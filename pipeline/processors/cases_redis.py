@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from .group import (
     BUCKET_LIMIT,
     DOUBTED_LIMIT,
+    MERGE_HOPS,
     CaseDecision,
     CaseIndex,
     CaseRecord,
@@ -204,6 +205,11 @@ async def split_out(
         await bumps.execute()
 
 
+def _note_merge(case: CaseRecord, into: set[str]) -> None:
+    if case.closed and case.closed.startswith("merged:"):
+        into.add(case.closed.removeprefix("merged:"))
+
+
 class RedisCaseGrouper:
     def __init__(self, client: aioredis.Redis, namespace: str, policy: GroupingPolicy | None = None) -> None:
         self.r = client
@@ -309,22 +315,27 @@ class RedisCaseGrouper:
 
         now = time.monotonic()
         stale = []
+        merged: set[str] = set()  # the cases officers merged read cases into
         for cid, score in latest.items():
             hit = self._cache.get(cid)
             if hit is not None and now - hit[0] < CACHE_FRESH_S and hit[1].last_at.timestamp() >= score:
                 store.load(hit[1], CaseIndex._cell_of(hit[1]), cid in own, cid in doubted_ids)
+                _note_merge(hit[1], merged)
             else:
                 stale.append(cid)
         if stale:  # round trip 2: the cases not fresh in the local cache, and whether they were closed
-            keys = [self._k_case(cid) for cid in stale] + [closed_key(self.ns, cid) for cid in stale]
-            found = await self.r.mget(keys)
-            for raw, closed in zip(found[: len(stale)], found[len(stale) :], strict=True):
-                if raw:
-                    case = _decode_case(raw)
-                    case.closed = closed.decode() if isinstance(closed, bytes) else closed
-                    self._remember(case, now)
-                    cid = case.case_id
-                    store.load(case, CaseIndex._cell_of(case), cid in own, cid in doubted_ids)
+            for case in await self._read(stale, now):
+                cid = case.case_id
+                store.load(case, CaseIndex._cell_of(case), cid in own, cid in doubted_ids)
+                _note_merge(case, merged)
+        for _ in range(MERGE_HOPS):  # rare: only after an officer's merge, one more round trip a hop
+            wanted = sorted(cid for cid in merged if store.case(cid) is None)
+            if not wanted:
+                break
+            merged = set()
+            for case in await self._read(wanted, now):
+                store.load(case, CaseIndex._cell_of(case), False, False)  # found by id, not compared
+                _note_merge(case, merged)
 
         index = CaseIndex(store, self.policy)
         decisions = [index.assign(item, fps.get(item.report_id)) for item in items]
@@ -332,6 +343,19 @@ class RedisCaseGrouper:
         for case, _ in store.dirty_cases.values():
             self._remember(case, now)
         return decisions
+
+    async def _read(self, case_ids: list[str], now: float) -> list[CaseRecord]:
+        """Cases from Redis with their closed markers (one MGET), remembered in the local cache."""
+        keys = [self._k_case(cid) for cid in case_ids] + [closed_key(self.ns, cid) for cid in case_ids]
+        found = await self.r.mget(keys)
+        out = []
+        for raw, closed in zip(found[: len(case_ids)], found[len(case_ids) :], strict=True):
+            if raw:
+                case = _decode_case(raw)
+                case.closed = closed.decode() if isinstance(closed, bytes) else closed
+                self._remember(case, now)
+                out.append(case)
+        return out
 
     def _remember(self, case: CaseRecord, now: float) -> None:
         self._cache[case.case_id] = (now, case)

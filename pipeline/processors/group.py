@@ -23,7 +23,10 @@ case as a duplicate candidate.
 A case is open for :attr:`GroupingPolicy.max_age` (30 days) after its first report and until it is
 closed (its reports reached Selesai/TL Ditolak, or an officer merged it away): a problem reported again
 after that is a new occurrence, so the report opens a **new case linked to the previous one**
-(``recurs``, with the occurrence count) when it would have joined it. The thresholds and the rules come
+(``recurs``, with the occurrence count) when it would have joined it. A report that would have joined a
+case an officer merged away, within its age, joins the case it was merged into when that one is open
+(officers' merges are learnt; a split takes the report's words out of its old case,
+:func:`pipeline.processors.cases_redis.split_out`). The thresholds and the rules come
 from the hand-labelled pairs of ``docs/grouping-labels.md`` (``make eval`` prints the curve).
 
 Scores from :attr:`GroupingPolicy.candidate_at` that do not join (too low, or held back by a rule above)
@@ -59,6 +62,8 @@ BUCKET_LIMIT = 8
 _BUCKET_KEEP = 2 * BUCKET_LIMIT
 #: candidates without coordinates compared character by character (the rest by shared words only)
 TEXT_SHORTLIST = 4
+#: merges of merges followed to find the case a report joins (officers rarely chain more)
+MERGE_HOPS = 3
 #: cases of another category's doubts compared per bucket (the most recently active): flags only, and
 #: ``make eval`` catches as many true pairs with 1 as with 8, while each one is a case to load
 DOUBTED_LIMIT = 1
@@ -233,6 +238,8 @@ class CaseStore(Protocol):
 
     def put(self, case: CaseRecord, cell: str | None) -> None: ...
 
+    def case(self, case_id: str) -> CaseRecord | None: ...
+
     def decision_for(self, report_id: str) -> CaseDecision | None: ...
 
     def remember(self, report_id: str, decision: CaseDecision) -> None: ...
@@ -247,6 +254,8 @@ class MemoryCaseStore:
         self._by_cell: dict[tuple[str, str], dict[str, CaseRecord]] = defaultdict(dict)
         self._by_kel: dict[tuple[str, str], dict[str, CaseRecord]] = defaultdict(dict)
         self._decisions: dict[str, CaseDecision] = {}
+        #: every case put here, by id: the case an officer merged another into is found by its id
+        self._by_id: dict[str, CaseRecord] = {}
         #: template key -> kelurahan -> the latest time a text with those words was filed there
         self._templates: dict[str, dict[str, datetime]] = {}
 
@@ -270,6 +279,7 @@ class MemoryCaseStore:
         """File a case under its category's buckets (``own``) and its doubts' (``doubts``). A view of a
         shared store files a case it loaded only where it was read from: a case read to flag is not
         compared with its own category's reports nearby, and one read for them is not doubted here."""
+        self._by_id[case.case_id] = case
         if cell is not None and own:
             _put_latest(self._by_cell[(case.category, cell)], case)
         if case.kelurahan_code and own:
@@ -277,6 +287,9 @@ class MemoryCaseStore:
         if case.kelurahan_code and doubts:
             for other in case.doubts:
                 _put_latest(self._by_kel[(doubted(other), case.kelurahan_code)], case)
+
+    def case(self, case_id: str) -> CaseRecord | None:
+        return self._by_id.get(case_id)
 
     def decision_for(self, report_id: str) -> CaseDecision | None:
         return self._decisions.get(report_id)
@@ -297,6 +310,7 @@ class MemoryCaseStore:
         for case in dropped.values():
             for report_id, _ in case.members:
                 self._decisions.pop(report_id, None)
+        self._by_id = {cid: case for cid, case in self._by_id.items() if case.last_at >= before}
         for key in list(self._templates):
             seen = self._templates[key]
             for kel in [k for k, t in seen.items() if t < before]:
@@ -633,8 +647,16 @@ class CaseIndex:
             others += self._doubtful(item, fp)
         best_open = best is not None and self.is_open(best[1], item.at)
         held = self._held_back(item, fp, best, template) if best is not None else "no similar open case"
-        if best is not None and best_open and held is None:
-            score, case, why, _ = best
+        target = None  # the case it joins: (score, case, why)
+        if best is not None and held is None:
+            if best_open:
+                target = best[:3]
+            elif best[1].first_at <= item.at and (successor := self._merged_into(best[1], item.at)):
+                # it would have joined the case an officer merged away: it joins what that became
+                why = f"{best[2]}, like {best[1].case_id}, which an officer merged into it"
+                target = (best[0], successor, why)
+        if target is not None:
+            score, case, why = target
             case.members.append((item.report_id, fp))
             case.members[:] = self._compared(case)  # keep only what a comparison reads (memory)
             case.size += 1
@@ -653,7 +675,7 @@ class CaseIndex:
                 if (best[1].closed or "").startswith("merged:") and self.is_open(
                     replace(best[1], closed=None), item.at
                 ):
-                    # an officer merged it into another case, still open: the same occurrence, flag that
+                    # merged into a case not at hand (or no longer open): the same occurrence, flag that
                     merged_into = _successor(best[1])
                 else:
                     previous = best[1]  # it would have joined it, were it open: the problem recurs
@@ -703,6 +725,22 @@ class CaseIndex:
                 )  # fmt: skip
         self.store.remember(item.report_id, decision)
         return decision
+
+    def _merged_into(self, case: CaseRecord, at: datetime) -> CaseRecord | None:
+        """The open case an officer merged ``case`` into (following merges of merges), when ``case`` would
+        still take the report were it open and the store holds the case it went into."""
+        if not (case.closed or "").startswith("merged:") or not self.is_open(replace(case, closed=None), at):
+            return None
+        for _ in range(MERGE_HOPS):
+            into = self.store.case(_successor(case))
+            if into is None or into.case_id == case.case_id:
+                return None
+            if into.closed is None:
+                return into if self.is_open(into, at) else None
+            if not into.closed.startswith("merged:"):
+                return None
+            case = into
+        return None
 
     def _held_back(
         self,
