@@ -43,19 +43,57 @@ def officer_dashboard(iso, pipeline_url):
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                chromium = _Chromium(pw)
                 try:
-                    yield f"http://127.0.0.1:{port}", browser
+                    yield f"http://127.0.0.1:{port}", chromium
                 finally:
-                    browser.close()
+                    chromium.close()
         finally:
             proc.stop()
+
+
+class _Chromium:
+    """The browser, launched again if its process went away (CI saw Chromium die once at start-up)."""
+
+    def __init__(self, pw) -> None:
+        self.pw, self.browser = pw, None
+
+    def page(self):
+        if self.browser is None or not self.browser.is_connected():
+            self.browser = self.pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        return self.browser.new_page(viewport={"width": 1400, "height": 1800})
+
+    def close(self) -> None:
+        if self.browser is not None and self.browser.is_connected():
+            self.browser.close()
+        self.browser = None
+
+
+def open_page(chromium: _Chromium, url: str, selector: str) -> tuple[object, list[str]]:
+    """The page with ``selector`` shown, and the list its script errors go to. Once more in a fresh
+    browser when the browser or the page died under it: a page whose own code kills it dies again and
+    fails; a slow or wrong page fails at once."""
+    from playwright.sync_api import Error
+
+    for attempt in (1, 2):
+        page = chromium.page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+        try:
+            page.goto(url)
+            page.wait_for_selector(selector, timeout=20000)
+            return page, errors
+        except Error:
+            if attempt == 2 or not (page.is_closed() or not chromium.browser.is_connected()):
+                raise
+            chromium.close()
+    raise AssertionError("unreachable")
 
 
 def test_an_officer_splits_a_report_out_and_merges_a_candidate_from_the_report_page(
     iso, pipeline_url, officer_dashboard
 ):
-    base, browser = officer_dashboard
+    base, chromium = officer_dashboard
     first = post(pipeline_url, {"text": PILE, "alamat": WHERE})
     case = wait_until(lambda: case_of(iso, first), what="the first report's case")
     again = post(pipeline_url, {"text": PILE + " lagi", "alamat": WHERE})
@@ -71,11 +109,7 @@ def test_an_officer_splits_a_report_out_and_merges_a_candidate_from_the_report_p
         what="the other case flagged as a candidate of the first",
     )
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1800})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{base}/report/{again}")
-    page.wait_for_selector("#case-split", timeout=20000)
+    page, errors = open_page(chromium, f"{base}/report/{again}", "#case-split")
     assert case in page.locator("#case-info").inner_text()
     page.click("#case-split")  # no key typed yet: the dashboard refuses and says why
     page.wait_for_function(
