@@ -132,7 +132,11 @@ def test_lag_alert_fires_when_the_worker_stops(iso, tmp_path) -> None:
         assert not _firing(p, "CrmWorkersDown")
         # Every query of the Grafana board is one this Prometheus evaluates (the API refuses bad PromQL).
         board = orjson.loads(prom.BOARD.read_bytes())
-        answered = {where: p.query(prom.as_promql(expr)) for where, expr in prom.board_queries(board)}
+        queries = dict(prom.board_queries(board))
+        intake = prom.as_promql(queries["panel 'Intake per channel (reports/s)' A"])
+        # a rate needs two scrapes of the web series inside its window: on a busy machine, wait for them
+        wait_until(lambda: p.query(intake), timeout=60, what="web intake on the board")
+        answered = {where: p.query(prom.as_promql(expr)) for where, expr in queries.items()}
         assert answered["panel 'Intake per channel (reports/s)' A"], "web intake not on the board"
 
         # The worker stops; the ingress still accepts, the lag it samples grows, the alert fires.
