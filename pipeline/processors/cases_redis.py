@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -37,6 +38,7 @@ from .group import (
     _cell,
     _cell_key,
     _LazyFingerprint,
+    _successor,
     doubted,
     fingerprint,
     template_key,
@@ -151,9 +153,15 @@ async def mark_closed(client: aioredis.Redis, namespace: str, case_id: str, reas
         return
     case = _decode_case(raw)
     pipe = client.pipeline(transaction=False)
-    for key in grouper.filed_under(case):
-        pipe.zadd(key, {case_id: case.last_at.timestamp() + 0.001}, xx=True)
+    _bump(pipe, grouper, case)
     await pipe.execute()
+
+
+def _bump(pipe: Any, grouper: RedisCaseGrouper, case: CaseRecord) -> None:
+    """Move ``case`` up a millisecond in every bucket it is filed under: a worker holding it in its cache
+    sees a newer score than its copy and reads it again."""
+    for key in grouper.filed_under(case):
+        pipe.zadd(key, {case.case_id: case.last_at.timestamp() + 0.001}, xx=True)
 
 
 async def split_out(
@@ -184,8 +192,7 @@ async def split_out(
         if kept:  # a case of one report is not split (the officer API refuses it)
             old.members, old.size = kept, max(1, old.size - 1)
             writes.set(grouper._k_case(case_id), _encode_case(old), grouper.ttl_s)
-            for key in grouper.filed_under(old):
-                bumps.zadd(key, {case_id: old.last_at.timestamp() + 0.001}, xx=True)
+            _bump(bumps, grouper, old)
     if report.category:
         new = CaseRecord(
             case_id=new_case_id,
@@ -206,8 +213,8 @@ async def split_out(
 
 
 def _note_merge(case: CaseRecord, into: set[str]) -> None:
-    if case.closed and case.closed.startswith("merged:"):
-        into.add(case.closed.removeprefix("merged:"))
+    if (case.closed or "").startswith("merged:"):
+        into.add(_successor(case))
 
 
 class RedisCaseGrouper:
