@@ -87,6 +87,16 @@ def test_bench_tiny_run_writes_results(stack: None, tmp_path) -> None:
     assert peer["peak_rss_mb"] > 0
     assert result["ratios"]["ours_to_quix_peer"] > 0 and result["ratios"]["ours_to_faust_floor"] > 0
     assert "ours / Quix peer" in proc.stderr
+    # the peer has no surge stage: its drains do not wait for the surge worker (4 idle minutes a run)
+    assert "quix peer #1 open cases: surge worker still behind" not in proc.stderr
+    assert "quix peer #1: surge worker still behind" not in proc.stderr
+    # where the run's minutes went (issue #19: a whole `make bench` within 15)
+    spent = result["phase_s"]
+    phases = {"stack", "baseline and floor", "throughput", "peer", "fixed", "scale-out", "triage"}
+    assert phases <= spent.keys()
+    assert 0 < sum(spent.values()) <= result["duration_s"]
+    assert "duration_s<=900" in result["targets"]
+    assert "wall seconds by phase" in proc.stderr
     assert result["ingress"]["status_counts"].get("202", 0) > 0
     assert result["burst"]["burst_rps"] == 100
     assert len(result["commit"]) == 40

@@ -250,6 +250,22 @@ def test_memory_store_forgets_closed_cases() -> None:
     assert len(store) == 1 and store.decision_for("old") is None and store.decision_for("new") is not None
 
 
+def test_pruning_forgets_the_decisions_of_members_a_case_no_longer_keeps() -> None:
+    """A case keeps only the members a comparison reads; the decisions of the others went with it
+    too (they outlived it before: a million-row offline triage kept ~200 MB of them)."""
+    store = MemoryCaseStore()
+    index = CaseIndex(store)
+    ids = [f"r{i}" for i in range(8)]
+    for i, rid in enumerate(ids):
+        assert index.assign(item(rid, PILE, at=T0 + timedelta(hours=i))).case_id == "case-r0"
+    kept = {rid for rid, _ in store.case("case-r0").members}  # type: ignore[union-attr]
+    assert kept != set(ids)  # some members were let go
+    index.assign(item("later", "pohon tumbang", cat="fallen_tree_parks", at=T0 + timedelta(days=200)))
+    assert store.prune(T0 + timedelta(days=100)) == 1
+    assert [rid for rid in ids if store.decision_for(rid) is not None] == []
+    assert store.decision_for("later") is not None
+
+
 def test_a_crowded_kelurahan_compares_only_its_most_recently_active_cases() -> None:
     """Work per report is bounded: only the BUCKET_LIMIT latest cases of a bucket are candidates."""
     from pipeline.processors.group import BUCKET_LIMIT

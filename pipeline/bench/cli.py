@@ -60,7 +60,7 @@ def add_bench_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         "--floor-n", type=int, help="records of each bare Faust pass-through run (default 50000; issue #19)"
     )
     p.add_argument(
-        "--triage-rows", type=int, help="historical reports through `triage` (default 1000000; 0 = skip)"
+        "--triage-rows", type=int, help="historical reports through `triage` (default 300000; 0 = skip)"
     )
     p.add_argument("--partitions", type=int, help="partitions of every topic (default 6; must be >= workers)")
     p.add_argument(
