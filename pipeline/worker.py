@@ -320,6 +320,7 @@ def faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        consumer_max_fetch_size=settings.worker_fetch_partition_bytes,
         producer_acks=-1,
         web_enabled=settings.worker_web_port > 0,
         web_port=settings.worker_web_port or 6066,
