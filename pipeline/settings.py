@@ -75,9 +75,9 @@ class Settings(BaseSettings):
         True, description="triage the next batch while the previous one is stored and published"
     )
     worker_fetch_partition_bytes: int = Field(
-        262_144,
+        1_048_576,
         ge=1024,
-        description="bytes a fetch reads ahead per partition (max.partition.fetch.bytes; 1 MiB: +16 MB RSS)",
+        description="bytes a fetch reads ahead per partition (max.partition.fetch.bytes; runbook: Memory)",
     )
     worker_metrics_port: int = Field(0, ge=0, description="worker /metrics /healthz /readyz port; 0 = off")
     worker_event_loop: Literal["uvloop", "asyncio"] = Field(
