@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 
@@ -63,6 +64,40 @@ def test_open_files_fail_only_when_both_peak_and_floor_rise() -> None:
     warming = [y + min(max(0, i - 120) // 4, 40) + (160 if i < 4 else 0) for i, y in enumerate(load)]
     verdict = judge(warming)
     assert verdict["ok"] and not verdict["floors"]["ok"], verdict
+
+
+def test_a_servers_own_files_leave_out_connections_its_clients_hold_open() -> None:
+    """CI's ingress went 24 -> 45 fds and stayed there: a moment of slow answers had grown the soak
+    client's keep-alive pool, which aiohttp then reuses in turn so no connection idles out. Its own
+    files stay counted, and so does a socket it failed to close after its client left."""
+    import socket
+
+    import psutil
+
+    from pipeline.bench.soak import clients_held, own_fds
+
+    me = psutil.Process()
+    before_all, before_own = me.num_fds(), own_fds(me)
+    server = socket.create_server(("127.0.0.1", 0))
+    clients = [socket.create_connection(server.getsockname()) for _ in range(5)]
+    accepted = [server.accept()[0] for _ in clients]
+    try:
+        # one listening socket, five client ends (this process's own outbound connections), five accepted
+        assert me.num_fds() - before_all == 11
+        assert clients_held(me) == 5
+        assert own_fds(me) - before_own == 6
+        # two clients leave and the server keeps their sockets: no longer held by anyone, so counted
+        for c in clients[:2]:
+            c.close()
+        deadline = time.monotonic() + 5
+        while clients_held(me) != 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert clients_held(me) == 3
+        assert own_fds(me) - before_own == 4 + 2
+    finally:
+        for s in [*clients, *accepted, server]:
+            s.close()
+    assert own_fds(me) == before_own
 
 
 def test_lag_back_down_after_each_burst() -> None:

@@ -301,12 +301,28 @@ def _anon_mb(pid: int) -> float:
     return 0.0
 
 
+def clients_held(proc: psutil.Process) -> int:
+    """Connections clients hold open to the process's listening ports. A keep-alive client keeps its
+    pool as large as its busiest moment needed (aiohttp reuses the pool in turn, so none idles out):
+    that is the client's choice, not a file the server leaked. A socket the server forgot to close is
+    no longer ESTABLISHED once its client has gone (CLOSE_WAIT), so a leak still counts."""
+    conns = proc.net_connections(kind="tcp")
+    listening = {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port in listening)
+
+
+def own_fds(proc: psutil.Process) -> int:
+    """A process's open files net of the connections its clients hold open (see :func:`clients_held`)."""
+    return proc.num_fds() - clients_held(proc)
+
+
 def _proc_sample(proc: psutil.Process, with_children: bool) -> tuple[float, int, float | None]:
-    """(memory MB, open fds, anonymous MB): RSS for one process; PSS summed over a server and its
-    children, and their anonymous memory apart (a PostgreSQL backend's PSS also holds the shared
-    buffers it has touched, which fill up to ``shared_buffers`` by design; a leak is anonymous)."""
+    """(memory MB, open fds, anonymous MB): RSS and own fds (:func:`own_fds`) for one process; PSS
+    summed over a server and its children, and their anonymous memory apart (a PostgreSQL backend's
+    PSS also holds the shared buffers it has touched, which fill up to ``shared_buffers`` by design; a
+    leak is anonymous)."""
     if not with_children:
-        return proc.memory_info().rss / 2**20, proc.num_fds(), None
+        return proc.memory_info().rss / 2**20, own_fds(proc), None
     mem, fds, anon = 0.0, 0, 0.0
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.Error, OSError):
