@@ -216,7 +216,9 @@ SEEDS: dict[str, list[bytes]] = {
     "desk_csv": [b"text,phone,name\nJalan rusak di gang 3,0812345678,Ani\n=cmd|' /C calc'!A0,,\n"],
     "email": [
         b"From: Ani <ani@example.com>\r\nTo: dki@jakarta.go.id\r\nSubject: Jalan rusak\r\n"
-        b"Message-ID: <1@example.com>\r\n\r\nJalan berlubang.\r\n"
+        b"Message-ID: <1@example.com>\r\n\r\nJalan berlubang.\r\n",
+        # CPython 3.11's Message-ID parser raised UnboundLocalError on an empty domain literal (CI's fuzz run)
+        b"From: Ai <ani@example.co\nMessage-ID: <1@[\n\r\nJalaex",
     ],
     "twitter": [
         b'{"data": [{"id": "1", "text": "@DKIJakarta banjir", "author_id": "5"}],'

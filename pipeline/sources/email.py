@@ -135,6 +135,10 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+#: what the stdlib's header parser raises on some malformed headers instead of registering a defect
+_UNREADABLE = (IndexError, TypeError, AttributeError, LookupError, ValueError, AssertionError, NameError)
+
+
 def msg_ids(value: Any) -> list[str]:
     return _MSGID.findall(str(value)) if value else []
 
@@ -239,8 +243,9 @@ class EmailGatewaySource(SourceAdapter):
         """One message as received, to a report; :class:`Rejected` (with the reason) if malformed."""
         try:
             return self._parse(raw, mail_from)
-        except (IndexError, TypeError, AttributeError, LookupError, ValueError, AssertionError) as exc:
-            # The stdlib's header parser raises on some malformed headers (found by fuzzing, issue #6).
+        except _UNREADABLE as exc:
+            # The stdlib's header parser raises on some malformed headers (found by fuzzing, issue #6;
+            # NameError: 3.11's UnboundLocalError on "Message-ID: <1@[").
             raise Rejected(
                 f"unreadable message headers or structure: {type(exc).__name__}: {exc}"[:500],
                 code="malformed_mime",
