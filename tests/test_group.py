@@ -240,6 +240,32 @@ def test_similarity_and_distance_helpers() -> None:
     assert 100 < distance_m(-6.2, 106.8, -6.201, 106.8) < 120
 
 
+def test_a_kept_member_holds_its_shingles_as_a_tuple_and_scores_the_same() -> None:
+    texts = [
+        "Sampah menumpuk di pinggir kali dekat pos RW 05, sudah seminggu tidak diangkut",
+        "sampah numpuk di pinggir kali deket pos rw 05 udh seminggu blm diangkut",
+    ]
+    fresh = [fingerprint(normalise(t)) for t in texts]
+    kept = [_LazyFingerprint(normalise(t), kept=True).get() for t in texts]
+    assert all(type(f.shingles) is frozenset for f in fresh)
+    assert all(
+        type(k.shingles) is tuple and sorted(k.shingles) == sorted(f.shingles)
+        for k, f in zip(kept, fresh, strict=True)
+    )
+    expected = text_similarity(fresh[0], fresh[1])
+    assert 0 < expected < 1
+    # the new report (a frozenset) against a member, either way round, and two members
+    assert text_similarity(fresh[0], kept[1]) == text_similarity(kept[1], fresh[0]) == expected
+    assert text_similarity(kept[0], kept[1]) == expected
+    # a report that joins a case keeps its fingerprint: what it computed already is converted
+    index = CaseIndex()
+    index.assign(item("r1", texts[0]))
+    joined = index.assign(item("r2", texts[1], at=T0 + timedelta(days=2)))
+    case = index.store.case(joined.case_id)
+    assert joined.joined and case is not None
+    assert all(type(fp.get().shingles) is tuple for _, fp in case.members)
+
+
 def test_memory_store_forgets_closed_cases() -> None:
     store = MemoryCaseStore()
     index = CaseIndex(store)

@@ -107,7 +107,7 @@ def _decode_case(raw: bytes) -> CaseRecord:
         lat=d["lat"],
         lon=d["lon"],
         kelurahan_code=d["kel"],
-        members=[(rid, _LazyFingerprint(text)) for rid, text in d["members"]],
+        members=[(rid, _LazyFingerprint(text, kept=True)) for rid, text in d["members"]],
         size=d["size"],
         occurrence=d.get("occurrence", 1),
         recurs=d.get("recurs"),
@@ -202,7 +202,7 @@ async def split_out(
             lat=report.lat,
             lon=report.lon,
             kelurahan_code=report.kelurahan_code,
-            members=[(report.report_id, _LazyFingerprint(report.text))],
+            members=[(report.report_id, _LazyFingerprint(report.text, kept=True))],
         )
         writes.set(grouper._k_case(new_case_id), _encode_case(new), grouper.ttl_s)
         for key in grouper.filed_under(new):
