@@ -178,9 +178,17 @@ class Stages:
                 bad.append((event, f"not a valid report envelope: {exc}"[:2000]))
         return reports, bad
 
-    def routed_records(self, report: Report) -> list[tuple[str, bytes, bytes]]:
+    def records_of(self, report: Report) -> list[tuple[str, bytes, bytes]]:
+        """A triaged report's records: the normalised topic's, then :meth:`routed_records`, from one dump."""
+        dumped = report.model_dump(exclude_none=True)
+        key = report.report_id.encode()
+        return [(self.topics.normalised, key, orjson.dumps(dumped)), *self.routed_records(report, dumped)]
+
+    def routed_records(
+        self, report: Report, dumped: dict[str, Any] | None = None
+    ) -> list[tuple[str, bytes, bytes]]:
         """Public projection to the agency and region topics, or to triage when it needs a person."""
-        public = report.public()
+        public = report.public(dumped)
         t = report.triage
         public["text"] = t.public_text if t is not None and t.public_text else mask_pii(report.text)
         value = orjson.dumps(public)
@@ -228,9 +236,7 @@ class Stages:
         channels: Tally[str] = Tally()
         routes: Tally[tuple[str, str]] = Tally()
         for report in processed:
-            records.append((self.topics.normalised, report.report_id.encode(), report.dumps()))
-            routed = self.routed_records(report)
-            records.extend(routed)
+            records.extend(self.records_of(report))
             channels[report.channel] += 1
             t = report.triage
             routes[(t.routed_to if t else "triage", (t.agency if t else None) or "-")] += 1

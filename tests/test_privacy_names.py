@@ -39,3 +39,28 @@ def test_public_text_normalised_text_and_routed_projection_carry_no_name():
     assert triaged.text == report.text  # the original stays for officers
     for _topic, _key, value in Stages(Settings(env="test")).routed_records(triaged):
         assert b"Dewi" not in value and b"dewi" not in value.lower(), orjson.loads(value)
+
+
+def test_one_dump_serves_both_topics_byte_for_byte():
+    """The worker dumps a report once for the normalised and the routed topics (issue #19): the
+    bytes are those of ``dumps()`` and of the public projection made on its own, contacts and a
+    private reporter included."""
+    reports = [
+        Report.create(
+            channel="email",
+            provider_id=f"m-{i}@example.com",
+            reporter=Reporter(id=f"rp-{i}", private=i % 2 == 1),
+            contact=Contact(name="Dewi Lestari", email="dewi@example.com") if i < 2 else None,
+            text=text,
+        )
+        for i, text in enumerate([SIGNED, "pohon tumbang di jl. pramuka", "banjir 50 cm di kel. utan kayu"])
+    ]
+    stages = Stages(Settings(env="test"))
+    for triaged in TriageChain().process(reports):
+        records = stages.records_of(triaged)
+        key = triaged.report_id.encode()
+        assert records[0] == (stages.topics.normalised, key, triaged.dumps())
+        assert records[1:] == stages.routed_records(triaged)  # dumped on its own
+        assert all(b"dewi@example.com" not in value for _, _, value in records[1:])
+        # the internal topic keeps the contact
+        assert (b"dewi@example.com" in records[0][2]) == (triaged.contact is not None)

@@ -71,8 +71,7 @@ async def measure(settings: Settings, batches: int = 20, batch_size: int = 500) 
                 await stages._group(processed)
             with timed("output records"):
                 for r in processed:
-                    r.dumps()
-                    stages.routed_records(r)
+                    stages.records_of(r)
                 for key, value in hit_records(processed):  # the surge hits (issue #17) are among them
                     hits.append(_Event(value, partitioner(key, every, every)))
             with timed("store"):
