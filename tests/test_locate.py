@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.envelope import Location
-from pipeline.processors.locate import load_gazetteer
+from pipeline.processors.locate import _M_PER_DEG_LAT, _M_PER_DEG_LON, load_gazetteer
 
 KALIBARU = "31.72.04.1004"  # Kelurahan Kalibaru, Kecamatan Cilincing, Jakarta Utara
 CILINCING_KEL = "31.72.04.1001"
@@ -38,6 +38,27 @@ def test_points_either_side_of_a_boundary(gaz) -> None:  # type: ignore[no-untyp
     south, _ = gaz.locate(Location(lat=-6.101002, lon=106.932576), "")
     assert north is not None and north.kelurahan_code == CILINCING_KEL
     assert south is not None and south.kelurahan_code == KALIBARU
+
+
+def test_grid_cells_answer_as_the_exact_lookup_does_across_the_province() -> None:
+    """by_point remembers the cells one kelurahan holds whole; every answer must be what the tree
+    query and containment test give: points all over the province and its sea, and points a few
+    metres from every boundary vertex (where cells are shared and the exact path must decide)."""
+    import random
+
+    gaz = load_gazetteer()  # a fresh one: the module's fixture may already have cells
+    rnd = random.Random(19)
+    points = [(rnd.uniform(-6.38, -5.98), rnd.uniform(106.65, 107.0)) for _ in range(20_000)]
+    for geom in list(gaz.polygons.values())[::5]:
+        polys = getattr(geom, "geoms", [geom])  # a MultiPolygon's parts, or the Polygon itself
+        for x, y in [xy for poly in polys for xy in list(poly.exterior.coords)[::7]]:
+            lat, lon = y / _M_PER_DEG_LAT, x / _M_PER_DEG_LON
+            points += [(lat + rnd.uniform(-4e-5, 4e-5), lon + rnd.uniform(-4e-5, 4e-5)) for _ in range(3)]
+    rnd.shuffle(points)
+    for lat, lon in points * 2:  # the second pass answers from the remembered cells
+        assert gaz.by_point(lat, lon) == gaz.by_point_exactly(lat, lon), (lat, lon)
+    whole = sum(1 for code in gaz._cells.values() if code)
+    assert whole > 3_000 and len(gaz._cells) > whole  # both kinds of cell were met
 
 
 def test_point_just_outside_the_simplified_shapes_takes_the_nearest(gaz) -> None:  # type: ignore[no-untyped-def]

@@ -39,6 +39,10 @@ BOUNDARIES_GEOJSON = DATA_DIR / "jakarta_kelurahan_boundaries.geojson"
 
 #: A point in no (simplified) polygon takes the nearest kelurahan up to this distance.
 NEAREST_MAX_METRES = 1000.0
+#: side of the grid cells whose answer :meth:`Gazetteer.by_point` remembers when one kelurahan holds
+#: the whole cell (most of a kelurahan of 1-3 km²; cells on a boundary are looked up point by point)
+POINT_CELL_METRES = 100.0
+_POINT_CELLS_MAX = 100_000  # about 70,000 cells of 100 m cover the province: a bound, never reached there
 
 # Local equirectangular projection around Jakarta: metres per degree.
 _LAT0 = -6.2
@@ -152,6 +156,11 @@ class _Mention:
     fuzzy: bool = False
 
 
+def _cell_key(cx: int, cy: int) -> int:
+    """One int for a grid cell (a dict of int keys is half the memory of one of tuples)."""
+    return (cx << 24) ^ (cy & 0xFFFFFF)
+
+
 @dataclass
 class Gazetteer:
     """Kota, kecamatan and kelurahan of DKI Jakarta with their boundaries; see :meth:`locate`."""
@@ -183,6 +192,8 @@ class Gazetteer:
                 if other != key and other.startswith(key):
                     self._extensions[key].append(other)
         self._text_cache: dict[str, tuple[Place | None, str]] = {}
+        #: grid cell (:func:`_cell_key`) → the kelurahan code that holds the whole cell, or "" (by_point)
+        self._cells: dict[int, str] = {}
         self._tree = None
         self._tree_codes: list[str] = []
         if self.polygons:
@@ -220,6 +231,24 @@ class Gazetteer:
     def by_point(self, lat: float, lon: float) -> tuple[Place | None, str]:
         if self._tree is None:
             return None, "coordinates given but no boundaries loaded"
+        x, y = lon * _M_PER_DEG_LON, lat * _M_PER_DEG_LAT
+        where = f"coordinates {lat:.5f},{lon:.5f}"
+        # A point in a cell that lies wholly in one kelurahan and touches no other has that answer:
+        # one dict lookup instead of a tree query and a containment test (the same result; a test
+        # compares them over the province).
+        cx, cy = math.floor(x / POINT_CELL_METRES), math.floor(y / POINT_CELL_METRES)
+        whole = self._cells.get(_cell_key(cx, cy))
+        if whole is None:
+            whole = self._whole_cell(cx, cy)
+        if whole:
+            place = self.by_code[whole]
+            return place, f"{where} inside kelurahan {place.name} ({whole})"
+        return self.by_point_exactly(lat, lon)
+
+    def by_point_exactly(self, lat: float, lon: float) -> tuple[Place | None, str]:
+        """:meth:`by_point` without the grid cells: the tree query and containment test every time."""
+        if self._tree is None:
+            return None, "coordinates given but no boundaries loaded"
         from shapely import Point
 
         pt = Point(lon * _M_PER_DEG_LON, lat * _M_PER_DEG_LAT)
@@ -236,6 +265,22 @@ class Gazetteer:
             place = self.by_code[code]
             return place, f"{where} {dist[0]:.0f} m outside kelurahan {place.name} ({code}), the nearest"
         return None, f"{where} more than {NEAREST_MAX_METRES:.0f} m from every Jakarta kelurahan"
+
+    def _whole_cell(self, cx: int, cy: int) -> str:
+        """The kelurahan that holds the whole grid cell and touches no other, or "" (remembered)."""
+        from shapely import box
+
+        assert self._tree is not None
+        size, margin = POINT_CELL_METRES, 0.01  # a centimetre more a side: rounding in x / size
+        area = box(cx * size - margin, cy * size - margin, (cx + 1) * size + margin, (cy + 1) * size + margin)
+        hits = self._tree.query(area, predicate="intersects")
+        code = ""
+        if len(hits) == 1 and self.polygons[self._tree_codes[int(hits[0])]].contains(area):  # type: ignore[attr-defined]
+            code = self._tree_codes[int(hits[0])]
+        if len(self._cells) >= _POINT_CELLS_MAX:
+            self._cells.clear()
+        self._cells[_cell_key(cx, cy)] = code
+        return code
 
     def by_desk_office(self, desk: str) -> tuple[Place | None, str]:
         m = _CODE.match(desk)
