@@ -17,7 +17,7 @@ from ..envelope import AgencyCandidate, Region, Report, Triage, utcnow
 from .classify import Classification, Classifier, Signals
 from .group import CaseDecision, CaseIndex
 from .locate import load_gazetteer
-from .normalise import mask_names, mask_pii, normalise, warm_up
+from .normalise import mask_names, mask_pii, normalise, normalise_masked, warm_up
 from .route import RouteDecision, load_router
 from .trained import load_classifier
 
@@ -38,7 +38,8 @@ class TriageChain:
         own = [
             mask_names(r.text, [r.contact.name]) if r.contact and r.contact.name else r.text for r in reports
         ]
-        texts = [normalise(t) for t in own]
+        public = [mask_pii(t) for t in own]
+        texts = [normalise_masked(t) for t in public]
         # Place before class: where a report is decides who handles the same complaint.
         located = [self.gazetteer.locate(r.location, r.text) for r in reports]  # type: ignore[attr-defined]
         classifier = self.classifier  # one model for the whole batch, even if a promotion swaps it meanwhile
@@ -49,13 +50,13 @@ class TriageChain:
         labels = classifier.classify(signals)
         threshold, source = self.threshold(classifier)
         now = utcnow()
-        for report, text, own_text, (region, where), label in zip(
-            reports, texts, own, located, labels, strict=True
+        for report, text, public_text, (region, where), label in zip(
+            reports, texts, public, located, labels, strict=True
         ):
             decision = self.router.route(label.category, label.confidence, region, threshold, source)  # type: ignore[attr-defined]
             report.triage = Triage(
                 normalised_text=text,
-                public_text=mask_pii(own_text),
+                public_text=public_text,
                 category=label.category,
                 confidence=label.confidence,
                 classifier=classifier.name,

@@ -362,7 +362,13 @@ def _normalise_token(token: str) -> str:
 
 def normalise(text: str) -> str:
     """Text as the classifier should see it: masked, cleaned, lower-cased, informal words expanded."""
-    text = mask_pii(text).lower()
+    return normalise_masked(mask_pii(text))
+
+
+def normalise_masked(masked: str) -> str:
+    """:func:`normalise` of a text :func:`mask_pii` has already masked (the chain masks a report's
+    text once, for its public text and for this)."""
+    text = masked.lower()
     if "http" in text or "www" in text:
         text = _URL.sub(" [url] ", text)
     if "2" in text:
