@@ -197,7 +197,11 @@ SEEDS: dict[str, list[bytes]] = {
         b'{"text": "Lampu PJU mati di Jl. Pramuka", "email": "a@example.com", "lat": -6.2, "lon": 106.8}',
         b"laporan=Jalan+rusak+parah+sekali&no_hp=08123456789",
     ],
-    "jaki": [b'{"report_id": "J-1", "text": "Pohon tumbang", "location": {"lat": -6.2, "lng": 106.8}}'],
+    "jaki": [
+        b'{"report_id": "J-1", "text": "Pohon tumbang", "location": {"lat": -6.2, "lng": 106.8}}',
+        # year 1 at +01:00 is year 0 in UTC: the envelope's UTC conversion raised OverflowError
+        b'{"report_id": "J-1", "text": "Pohon tumbang", "created_at": "0001-01-01T00:00:00+01:00"}',
+    ],
     "meta": [
         b'{"object": "page", "entry": [{"id": "1", "time": 1700000000, "changes": [{"field": "feed",'
         b' "value": {"item": "comment", "verb": "add", "comment_id": "1_2", "message": "Banjir",'
@@ -208,12 +212,19 @@ SEEDS: dict[str, list[bytes]] = {
     "sms_twilio": [b"MessageSid=SM1&From=%2B6281234567890&Body=Lampu+mati&NumMedia=0"],
     "sms_gateway": [
         b'{"id": "g1", "from": "0812 3456 7890", "parts": [{"ref": "a", "part": 1, "total": 2,'
-        b' "text": "Jalan "}, {"ref": "a", "part": 2, "total": 2, "text": "rusak"}]}'
+        b' "text": "Jalan "}, {"ref": "a", "part": 2, "total": 2, "text": "rusak"}]}',
+        b'{"id": "g1", "from": "0812 3456 7890", "text": "Banjir",'
+        b' "received_at": "9999-12-31T23:59:59-01:00"}',
     ],
     "desk_api": [
-        b'{"entry_id": "E1", "officer": "Siti", "text": "Saluran air tersumbat", "phone": "0812345678"}'
+        b'{"entry_id": "E1", "officer": "Siti", "text": "Saluran air tersumbat", "phone": "0812345678"}',
+        b'{"entry_id": "E1", "officer": "Siti", "text": "Saluran air tersumbat",'
+        b' "taken_at": "0001-01-01T00:00:00+01:00"}',
     ],
-    "desk_csv": [b"text,phone,name\nJalan rusak di gang 3,0812345678,Ani\n=cmd|' /C calc'!A0,,\n"],
+    "desk_csv": [
+        b"text,phone,name\nJalan rusak di gang 3,0812345678,Ani\n=cmd|' /C calc'!A0,,\n",
+        b"text,taken_at\nSaluran air tersumbat,0001-01-01T00:00:00+01:00\n",
+    ],
     "email": [
         b"From: Ani <ani@example.com>\r\nTo: dki@jakarta.go.id\r\nSubject: Jalan rusak\r\n"
         b"Message-ID: <1@example.com>\r\n\r\nJalan berlubang.\r\n",
@@ -222,10 +233,14 @@ SEEDS: dict[str, list[bytes]] = {
     ],
     "twitter": [
         b'{"data": [{"id": "1", "text": "@DKIJakarta banjir", "author_id": "5"}],'
-        b' "includes": {"users": [{"id": "5", "username": "ani"}]}, "meta": {"newest_id": "1"}}'
+        b' "includes": {"users": [{"id": "5", "username": "ani"}]}, "meta": {"newest_id": "1"}}',
+        b'{"data": [{"id": "1", "text": "banjir", "author_id": "5",'
+        b' "created_at": "0001-01-01T00:00:00+01:00"}]}',
     ],
     "lapor": [
         b'{"data": [{"id": 1, "content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00+07:00",'
-        b' "reporter": {"email": "a@example.com"}}], "meta": {"has_more": false}}'
+        b' "reporter": {"email": "a@example.com"}}], "meta": {"has_more": false}}',
+        b'{"data": [{"id": 1, "content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00",'
+        b' "created_at": "0001-01-01T00:00:00"}]}',
     ],
 }

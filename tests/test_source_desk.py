@@ -22,6 +22,7 @@ from pipeline.sources.desk import (
     DeskWalikotaSource,
     check_office,
     neutralise_cell,
+    read_csv_lines,
 )
 from pipeline.topics import Topics
 
@@ -121,6 +122,21 @@ def test_malformed_entries_are_refused_with_a_reason(body, code):
     with pytest.raises(Rejected) as exc:
         _accept(KEL, body, TOKENS["desk_kelurahan"])
     assert exc.value.code == code
+
+
+@pytest.mark.parametrize("taken_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_taken_at_outside_the_utc_range_is_refused_not_a_crash(taken_at):
+    # year 1 at +01:00 is year 0 in UTC: the envelope's conversion raised OverflowError
+    with pytest.raises(Rejected) as exc:
+        _accept(KEL, entry(taken_at=taken_at), TOKENS["desk_kelurahan"])
+    assert exc.value.status == 400 and exc.value.code == "bad_timestamp"
+
+
+def test_a_csv_line_with_a_taken_at_outside_the_utc_range_is_an_error_line(tmp_path):
+    path = tmp_path / "desk.csv"
+    path.write_text("text,taken_at\nSaluran air tersumbat di RT 03,0001-01-01T00:00:00+01:00\n")
+    [line] = read_csv_lines(path, "desk_kelurahan", "31.71.01.1001", "Siti", SETTINGS)
+    assert line.report is None and line.code == "bad_timestamp" and "out of range" in line.reason
 
 
 def test_office_codes_are_checked_against_the_gazetteer_level():

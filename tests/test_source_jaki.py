@@ -96,6 +96,15 @@ def test_malformed_reports_are_refused_with_a_reason(body, code):
     assert exc.value.code == code and exc.value.status == 400
 
 
+@pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_that_is_not_in_utc_range_is_refused_not_a_crash(created_at):
+    # Found by reading after a fuzz run: year 1 at +01:00 is year 0 in UTC; the envelope's UTC conversion
+    # raised OverflowError instead of a refusal.
+    with pytest.raises(Rejected) as exc:
+        SRC.parse(_req(_report(created_at=created_at)))
+    assert exc.value.status == 400 and exc.value.code == "bad_timestamp" and exc.value.field == "created_at"
+
+
 def test_form_posts_are_415():
     with pytest.raises(Rejected) as exc:
         SRC.parse(_req(b"text=hello", ctype="application/x-www-form-urlencoded"))

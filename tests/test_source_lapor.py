@@ -231,3 +231,14 @@ def test_one_bad_item_is_dead_lettered_and_the_others_go_through(iso, space):
     assert (
         orjson.loads(cursor(space))["id"] == "9404"
     )  # moved past the bad ones: they are in the dead letters
+
+
+@pytest.mark.parametrize("field", ["updated_at", "created_at"])
+def test_a_time_outside_the_utc_range_is_a_dead_letter_not_a_crash(field):
+    # needs no stack: the page parser alone. Year 1 at +01:00 (or naive, read as WIB) is year 0 in UTC: the
+    # envelope's UTC conversion raised OverflowError out of parse_page.
+    good = {"id": 1, "content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00+07:00"}
+    body = orjson.dumps({"data": [{**good, field: "0001-01-01T00:00:00"}]})
+    batch = LaporSource(Settings(env="test")).parse_page(body, {})
+    [(_, reason)] = batch.rejects
+    assert batch.reports == [] and reason.startswith("bad_field: ") and "out of range" in reason

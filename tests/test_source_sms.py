@@ -238,6 +238,15 @@ def test_malformed_gateway_messages_are_refused_with_a_reason(message, status, c
     assert exc.value.status == status and exc.value.code == code
 
 
+@pytest.mark.parametrize("received_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_received_at_outside_the_utc_range_is_refused_not_a_crash(received_at):
+    # year 1 at +01:00 is year 0 in UTC: the envelope's conversion raised OverflowError
+    msg = {"id": "g", "from": "081234567890", "text": "Jalan rusak", "received_at": received_at}
+    with pytest.raises(Rejected) as exc:
+        _accept(gateway_call(msg))
+    assert exc.value.status == 400 and exc.value.code == "bad_timestamp" and exc.value.field == "received_at"
+
+
 def test_malformed_twilio_forms_are_refused():
     with pytest.raises(Rejected) as exc:
         _accept(twilio_call({"From": "+6281234567890", "Body": "hi"}, BASE))

@@ -333,3 +333,19 @@ def test_malformed_page_and_bad_items_are_dead_lettered(iso, space):
     assert base64.b64decode(codes["malformed_json"]["raw_b64"]) == b'{"data": [{"id": "17900000000000001'
     assert "text is missing" in codes["bad_item"]["reason"]
     assert cursor(space)["mentions"] == "1790000000000000106"
+
+
+def test_a_created_at_outside_the_utc_range_is_a_bad_item_not_a_crash():
+    # needs no stack: the per-item path alone. Year 1 at +01:00 is year 0 in UTC: the envelope's UTC
+    # conversion raised OverflowError out of the page.
+    from pipeline.sources.poller import PolledBatch
+    from pipeline.sources.twitter import _Page
+
+    page = _Page(
+        b'{"data": [{"id": "1", "text": "banjir", "author_id": "5",'
+        b' "created_at": "0001-01-01T00:00:00+01:00"}]}'
+    )
+    batch = PolledBatch(reports=[], next_cursor=None)
+    TwitterSource(Settings(env="test"))._add(batch, page.data[0], page, "tweet")
+    [(_, reason)] = batch.rejects
+    assert batch.reports == [] and reason.startswith("bad_item: ") and "out of range" in reason

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -184,4 +184,20 @@ def parse_timestamp(value: Any, name: str) -> datetime | None:
         ) from None
     if parsed.tzinfo is None:
         raise Rejected(f"{name} {value!r} has no timezone (e.g. +07:00)", code="bad_timestamp", field=name)
+    if not in_utc_range(parsed):
+        raise Rejected(
+            f"{name} {value!r} is out of range (before year 1 or after 9999 in UTC)",
+            code="bad_timestamp",
+            field=name,
+        )
     return parsed
+
+
+def in_utc_range(moment: datetime) -> bool:
+    """Whether an aware time can be expressed in UTC: ``0001-01-01T00:00+01:00`` cannot (it is in year 0),
+    and the envelope's UTC conversion would raise OverflowError instead of refusing it."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True

@@ -56,7 +56,7 @@ from pydantic import ValidationError
 from ..envelope import Attachment, Contact, Location, Report, Reporter, reporter_pseudonym
 from ..settings import Settings
 from .base import PollSource
-from .common import in_jakarta, is_url, normalise_email, normalise_phone
+from .common import in_jakarta, in_utc_range, is_url, normalise_email, normalise_phone
 from .config import core_view
 from .poller import PollAuthError, PolledBatch, PollError
 
@@ -78,7 +78,10 @@ def parse_time(value: Any, name: str) -> datetime:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ItemError("bad_field", f"{name} is not an ISO 8601 timestamp: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=WIB)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=WIB)
+    if not in_utc_range(parsed):
+        raise ItemError("bad_field", f"{name} is out of range (year 1 to 9999 in UTC): {value!r}")
+    return parsed
 
 
 def _id_key(value: str) -> tuple[int, int, str]:

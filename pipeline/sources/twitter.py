@@ -38,6 +38,7 @@ from tweepy.asynchronous import AsyncClient
 from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from ..settings import Settings
 from .base import PollSource
+from .common import in_utc_range
 from .config import core_view
 from .poller import PollAuthError, PolledBatch, PollError
 
@@ -318,6 +319,8 @@ class TwitterSource(PollSource):
         source_at = (
             datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else None
         )
+        if source_at is not None and source_at.tzinfo is not None and not in_utc_range(source_at):
+            raise ValueError(f"created_at {created!r} is out of range (before year 1 or after 9999 in UTC)")
         in_reply_to = None
         for ref in item.get("referenced_tweets") or []:
             if isinstance(ref, dict) and ref.get("type") == "replied_to" and ref.get("id"):
