@@ -196,6 +196,8 @@ SEEDS: dict[str, list[bytes]] = {
     "web": [
         b'{"text": "Lampu PJU mati di Jl. Pramuka", "email": "a@example.com", "lat": -6.2, "lon": 106.8}',
         b"laporan=Jalan+rusak+parah+sekali&no_hp=08123456789",
+        # is_url() passed a 2001-2008 character URL: the envelope's ValidationError (found by reading)
+        b'{"text": "Lampu PJU mati di Jl. Pramuka", "attachments": ["https://' + b"a" * 1995 + b'"]}',
     ],
     "jaki": [
         b'{"report_id": "J-1", "text": "Pohon tumbang", "location": {"lat": -6.2, "lng": 106.8}}',
@@ -209,7 +211,12 @@ SEEDS: dict[str, list[bytes]] = {
         b'{"object": "page", "entry": [{"id": "1", "messaging": [{"sender": {"id": "9"},'
         b' "message": {"mid": "m_1", "text": "Sampah"}}]}]}',
     ],
-    "sms_twilio": [b"MessageSid=SM1&From=%2B6281234567890&Body=Lampu+mati&NumMedia=0"],
+    "sms_twilio": [
+        b"MessageSid=SM1&From=%2B6281234567890&Body=Lampu+mati&NumMedia=0",
+        # a 101-character MediaContentType went to the envelope as is: ValidationError (found by reading)
+        b"MessageSid=SM1&From=%2B6281234567890&Body=Lampu+mati&NumMedia=1&MediaUrl0=https%3A%2F%2Fx.id%2Fa"
+        b"&MediaContentType0=" + b"t" * 101,
+    ],
     "sms_gateway": [
         b'{"id": "g1", "from": "0812 3456 7890", "parts": [{"ref": "a", "part": 1, "total": 2,'
         b' "text": "Jalan "}, {"ref": "a", "part": 2, "total": 2, "text": "rusak"}]}',

@@ -147,6 +147,18 @@ def test_web_form_urlencoded(body: bytes) -> None:
     targets.push(targets.WEB, body, targets.FORM)
 
 
+def test_web_attachment_url_past_the_envelope_limit_is_refused_not_a_crash() -> None:
+    # is_url() let a 2001-2008 character URL through (its pattern counts from after the scheme): the
+    # envelope's ValidationError escaped the web form's parser
+    from pipeline.sources.base import InboundRequest, Rejected
+
+    body = json.dumps({"text": "Lampu PJU mati di Jl. Pramuka", "attachments": ["https://" + "a" * 1995]})
+    request = InboundRequest("POST", targets.WEB.route, {"Content-Type": targets.JSON}, {}, body.encode())
+    with pytest.raises(Rejected) as exc:
+        targets.WEB.parse(request)
+    assert (exc.value.status, exc.value.code, exc.value.field) == (400, "bad_attachments", "attachments")
+
+
 @PROFILE
 @given(as_json(objects(JAKI_KEYS)))
 def test_jaki(body: bytes) -> None:

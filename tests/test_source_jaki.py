@@ -105,6 +105,14 @@ def test_a_time_that_is_not_in_utc_range_is_refused_not_a_crash(created_at):
     assert exc.value.status == 400 and exc.value.code == "bad_timestamp" and exc.value.field == "created_at"
 
 
+def test_a_photo_url_past_the_envelope_limit_is_refused_not_a_crash():
+    # is_url() let a 2001-2008 character URL through (its pattern counts from after the scheme): the
+    # envelope's ValidationError escaped the parser
+    with pytest.raises(Rejected) as exc:
+        SRC.parse(_req(_report(photo_urls=["https://" + "a" * 1995])))
+    assert exc.value.status == 400 and exc.value.code == "bad_attachments" and exc.value.field == "photo_urls"
+
+
 def test_form_posts_are_415():
     with pytest.raises(Rejected) as exc:
         SRC.parse(_req(b"text=hello", ctype="application/x-www-form-urlencoded"))

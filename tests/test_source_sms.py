@@ -256,6 +256,19 @@ def test_malformed_twilio_forms_are_refused():
     assert exc.value.code == "bad_phone"
 
 
+def test_media_past_the_envelope_limits_are_refused_not_a_crash():
+    # is_url() let a 2001-2008 character URL through (its pattern counts from after the scheme) and a
+    # 101-character MediaContentType went to the envelope as is: pydantic's ValidationError escaped.
+    url = "https://" + "a" * 1995
+    with pytest.raises(Rejected) as exc:
+        _accept(gateway_call({"id": "g", "from": "081234567890", "text": "Jalan rusak", "media": [url]}))
+    assert exc.value.status == 400 and exc.value.code == "bad_attachments" and exc.value.field == "media"
+    params = twilio_params(NumMedia="1", MediaUrl0="https://x.example/a.jpg", MediaContentType0="t" * 101)
+    with pytest.raises(Rejected) as exc:
+        _accept(twilio_call(params, BASE))
+    assert (exc.value.status, exc.value.code, exc.value.field) == (400, "bad_field", "MediaContentType0")
+
+
 # --- through the real ingress and Kafka ------------------------------------------------------------------
 
 

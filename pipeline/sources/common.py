@@ -91,8 +91,13 @@ def normalise_email(raw: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
+MAX_URL = 2000  # the envelope's limit on an attachment URL
+
+
 def is_url(value: str) -> bool:
-    return bool(_URL.match(value))
+    # the pattern counts only what follows the scheme: without the length check a 2001-2008 character URL
+    # passed and the envelope's ValidationError escaped the parser instead of a refusal
+    return len(value) <= MAX_URL and bool(_URL.match(value))
 
 
 def parse_coordinate(value: Any, name: str) -> float:

@@ -39,6 +39,7 @@ from .config import core_view
 
 MAX_TEXT = 5000
 MAX_PARTS = 20
+MAX_MEDIA_TYPE = 100  # the envelope's limit on an attachment's media type
 TWILIO_HEADER = "X-Twilio-Signature"
 GATEWAY_SIG_HEADER = "X-Gateway-Signature"
 GATEWAY_TS_HEADER = "X-Gateway-Timestamp"
@@ -189,6 +190,13 @@ class SmsGatewaySource(PushSource):
             url = data.get(f"MediaUrl{n}")
             if isinstance(url, str) and is_url(url):
                 ctype = data.get(f"MediaContentType{n}")
+                if isinstance(ctype, str) and len(ctype.strip()) > MAX_MEDIA_TYPE:
+                    # the envelope's ValidationError escaped the parser: refused with the reason instead
+                    raise Rejected(
+                        f"MediaContentType{n} is longer than {MAX_MEDIA_TYPE} characters",
+                        code="bad_field",
+                        field=f"MediaContentType{n}",
+                    )
                 media.append(Attachment(url=url, media_type=ctype if isinstance(ctype, str) else None))
         return self._build(sid.strip(), sender, body, media)
 
