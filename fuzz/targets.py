@@ -210,6 +210,13 @@ SEEDS: dict[str, list[bytes]] = {
         b' "from": {"id": "9", "name": "Ani"}}}]}]}',
         b'{"object": "page", "entry": [{"id": "1", "messaging": [{"sender": {"id": "9"},'
         b' "message": {"mid": "m_1", "text": "Sampah"}}]}]}',
+        # '\u00b2'.isdigit() but int() refused it: ValueError out of the replay check (found by reading)
+        b'{"object": "page", "entry": [{"id": "1", "time": "\xc2\xb2", "messaging": []}]}',
+        # attachments not a list: TypeError; a 201-character sender id: the envelope's ValidationError
+        b'{"object": "page", "entry": [{"id": "1", "messaging": [{"sender": {"id": "9"},'
+        b' "message": {"mid": "m_1", "text": "Sampah", "attachments": 5}}]}]}',
+        b'{"object": "page", "entry": [{"id": "1", "messaging": [{"sender": {"id": "' + b"9" * 201 + b'"},'
+        b' "message": {"mid": "m_1", "text": "Sampah"}}]}]}',
     ],
     "sms_twilio": [
         b"MessageSid=SM1&From=%2B6281234567890&Body=Lampu+mati&NumMedia=0",

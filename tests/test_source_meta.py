@@ -252,6 +252,59 @@ def test_malformed_webhooks_are_refused_with_a_reason(body, code):
     assert exc.value.code == code and exc.value.status == 400
 
 
+@pytest.mark.parametrize(
+    "when",
+    ["\u00b2", "9" * 400, "9" * 5000, "0001-01-01T00:00:00+01:00", "kemarin"],
+    ids=["superscript-digit", "huge-number", "past-int-digit-limit", "year-0-in-utc", "not-a-time"],
+)
+def test_an_unreadable_entry_time_is_refused_400_not_a_crash(when):
+    # '²'.isdigit() but int('²') raised ValueError; a 400-digit time overflowed the division by 1000;
+    # year 1 at +01:00 overflowed the envelope's UTC conversion. The replay check needs a readable time.
+    body = orjson.dumps({"object": "page", "entry": [{"id": PAGE_ID, "time": when, "messaging": []}]})
+    with pytest.raises(Rejected) as exc:
+        FB.authenticate(_post(FB, body, FB_SECRET))
+    assert exc.value.status == 400 and exc.value.code == "bad_timestamp" and exc.value.field == "time"
+
+
+def test_an_unreadable_message_timestamp_is_refused_not_a_crash():
+    event = messenger("m_ts", "Sampah menumpuk")
+    event["timestamp"] = "0001-01-01T00:00:00+01:00"
+    with pytest.raises(Rejected) as exc:
+        FB.parse(_post(FB, page_webhook(messaging=[event]), FB_SECRET))
+    assert exc.value.status == 400 and exc.value.code == "bad_timestamp" and exc.value.field == "timestamp"
+
+
+@pytest.mark.parametrize("attachments", [5, "https://x.example/p.jpg", {"type": "image"}])
+def test_messenger_attachments_that_are_not_a_list_are_refused(attachments):
+    # an int raised TypeError (not iterable); a string or an object were read as attachments
+    event = messenger("m_att", "Sampah menumpuk")
+    event["message"]["attachments"] = attachments
+    with pytest.raises(Rejected) as exc:
+        FB.parse(_post(FB, page_webhook(messaging=[event]), FB_SECRET))
+    assert (exc.value.status, exc.value.code, exc.value.field) == (400, "malformed_webhook", "attachments")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e["sender"].update(id="1" * 250), "handle"),  # _id() allows 300, the envelope 200
+        (
+            lambda e: e["message"].update(
+                attachments=[{"type": "t" * 101, "payload": {"url": "https://x.example/p.jpg"}}]
+            ),
+            "media_type",
+        ),
+    ],
+)
+def test_values_past_the_envelope_limits_are_refused_not_a_crash(mutate, field):
+    # pydantic's ValidationError escaped the parser (a 500 instead of a 400 with the reason)
+    event = messenger("m_long", "Sampah menumpuk")
+    mutate(event)
+    with pytest.raises(Rejected) as exc:
+        FB.parse(_post(FB, page_webhook(messaging=[event]), FB_SECRET))
+    assert exc.value.status == 400 and exc.value.code == "too_long" and exc.value.field == field
+
+
 # --- through the real ingress and Kafka ------------------------------------------------------------------
 
 

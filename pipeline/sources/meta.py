@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
+from pydantic import ValidationError
 
 from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
-from .common import header
+from .common import header, in_utc_range
 from .config import core_view
 
 MAX_TEXT = 20000
@@ -41,24 +42,41 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def _epoch(value: Any) -> datetime | None:
-    """Meta timestamps: seconds (feed), milliseconds (messaging) or ISO 8601 strings (some fields)."""
+    """Meta timestamps: seconds (feed), milliseconds (messaging) or ISO 8601 strings (some fields).
+    None when absent or unreadable: :func:`_time` refuses an unreadable one."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        seconds = value / 1000 if value > 1e11 else value
         try:
+            # a huge integer (a digit string) overflows the division, not only fromtimestamp
+            seconds = value / 1000 if value > 1e11 else value
             return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
             return None
     if isinstance(value, str):
-        if value.isdigit():
-            return _epoch(int(value))
+        # isdigit() alone admits '²' and other digits int() refuses (ValueError escaped the parser)
+        if value.isascii() and value.isdigit():
+            return _epoch(int(value)) if len(value) <= 20 else None
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("+0000", "+00:00"))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        # 0001-01-01T00:00+01:00 is year 0 in UTC: the envelope's conversion raised OverflowError
+        return parsed if in_utc_range(parsed) else None
     return None
+
+
+def _time(value: Any, name: str) -> datetime | None:
+    """A time Meta sent (``time``, ``created_time``, ``timestamp``): None if absent, refused if unreadable."""
+    when = _epoch(value)
+    if when is None and value is not None:
+        raise Rejected(
+            f"{name} {str(value)[:100]!r} is not a Unix time or an ISO 8601 time (years 1-9999)",
+            code="bad_timestamp",
+            field=name,
+        )
+    return when
 
 
 def _load(body: bytes) -> dict[str, Any]:
@@ -124,7 +142,8 @@ class MetaWebhookSource(PushSource):
             return
         oldest = time.time() - self.config.meta_replay_window_s
         for entry in entries:
-            when = _epoch(entry.get("time")) if isinstance(entry, dict) else None
+            # an unreadable time is refused (400) rather than let through the replay check
+            when = _time(entry.get("time"), "time") if isinstance(entry, dict) else None
             if when is not None and when.timestamp() < oldest:
                 raise Rejected(
                     f"webhook entry time {when.isoformat()} is outside the replay window",
@@ -156,14 +175,25 @@ class MetaWebhookSource(PushSource):
             changes, messaging = entry.get("changes"), entry.get("messaging")
             if changes is None and messaging is None:
                 raise Rejected(f"entry[{i}] has neither 'changes' nor 'messaging'", code="malformed_webhook")
-            if changes is not None:
-                if not isinstance(changes, list):
-                    raise Rejected(f"entry[{i}].changes is not a list", code="malformed_webhook")
-                events += [self._change(obj, account_id, c, i) for c in changes]
-            if messaging is not None:
-                if not isinstance(messaging, list):
-                    raise Rejected(f"entry[{i}].messaging is not a list", code="malformed_webhook")
-                events += [self._message(obj, account_id, m, i) for m in messaging]
+            try:
+                if changes is not None:
+                    if not isinstance(changes, list):
+                        raise Rejected(f"entry[{i}].changes is not a list", code="malformed_webhook")
+                    events += [self._change(obj, account_id, c, i) for c in changes]
+                if messaging is not None:
+                    if not isinstance(messaging, list):
+                        raise Rejected(f"entry[{i}].messaging is not a list", code="malformed_webhook")
+                    events += [self._message(obj, account_id, m, i) for m in messaging]
+            except ValidationError as exc:
+                # A value past the envelope's limits (a 201-character sender id as the handle, a media
+                # type of 101 characters, a photo URL over 2000): refused, not a 500.
+                error = exc.errors()[0]
+                where = ".".join(str(part) for part in error["loc"]) or "value"
+                raise Rejected(
+                    f"entry[{i}]: {where}: {error['msg']}",
+                    code="too_long" if error["type"] == "string_too_long" else "malformed_webhook",
+                    field=where,
+                ) from None
             for report in events:
                 if report is None or report.provider_id in seen:
                     ignored += 1
@@ -259,7 +289,7 @@ class MetaWebhookSource(PushSource):
             sender_id=sender_id,
             sender_kind="fb",
             name=sender.get("name") if isinstance(sender.get("name"), str) else None,
-            when=_epoch(value.get("created_time")),
+            when=_time(value.get("created_time"), "created_time"),
             in_reply_to=parent,
             attachments=[Attachment(url=u) for u in urls if isinstance(u, str) and u.startswith("https://")][
                 :20
@@ -312,7 +342,15 @@ class MetaWebhookSource(PushSource):
         if sender_id is not None and sender_id == account_id:
             return None
         attachments: list[Attachment] = []
-        for att in message.get("attachments") or []:
+        raw_attachments = message.get("attachments")
+        if raw_attachments is not None and not isinstance(raw_attachments, list):
+            # iterating an int raised TypeError; a string or an object were read as attachments
+            raise Rejected(
+                f"entry[{i}] message {mid}: 'attachments' is not a list",
+                code="malformed_webhook",
+                field="attachments",
+            )
+        for att in raw_attachments or []:
             payload = att.get("payload") if isinstance(att, dict) else None
             url = payload.get("url") if isinstance(payload, dict) else None
             if isinstance(url, str) and url.startswith("https://") and len(url) <= 2000:
@@ -332,7 +370,7 @@ class MetaWebhookSource(PushSource):
             text=text.strip(),
             sender_id=sender_id,
             sender_kind="ig" if obj == "instagram" else "fb",
-            when=_epoch(event.get("timestamp")),
+            when=_time(event.get("timestamp"), "timestamp"),
             in_reply_to=_id(reply.get("mid")),
             attachments=attachments[:20],
         )
