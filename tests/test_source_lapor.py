@@ -242,3 +242,14 @@ def test_a_time_outside_the_utc_range_is_a_dead_letter_not_a_crash(field):
     batch = LaporSource(Settings(env="test")).parse_page(body, {})
     [(_, reason)] = batch.rejects
     assert batch.reports == [] and reason.startswith("bad_field: ") and "out of range" in reason
+
+
+def test_ids_int_cannot_read_are_string_ids_or_refused_not_a_crash():
+    # needs no stack. '\u00b2'.isdigit() is true but int('\u00b2') raised ValueError out of parse_page (and
+    # int() refuses more than 4300 digits): a non-ASCII id is a string id, an id over 200 characters a reject.
+    item = {"content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00+07:00"}
+    body = orjson.dumps({"data": [{**item, "id": "\u00b2"}, {**item, "id": "1" * 5000}]})
+    batch = LaporSource(Settings(env="test")).parse_page(body, {})
+    assert [r.provider_id for r in batch.reports] == ["\u00b2"]
+    [(_, reason)] = batch.rejects
+    assert reason == "bad_field: id is 5000 characters long (at most 200)"

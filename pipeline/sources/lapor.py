@@ -84,8 +84,13 @@ def parse_time(value: Any, name: str) -> datetime:
     return parsed
 
 
+MAX_ID = 200
+
+
 def _id_key(value: str) -> tuple[int, int, str]:
-    return (0, int(value), "") if value.isdigit() else (1, 0, value)
+    # isdigit() alone admits '\u00b2' and other digits int() refuses; callers cap the length (int() refuses
+    # more than 4300 digits)
+    return (0, int(value), "") if value.isascii() and value.isdigit() else (1, 0, value)
 
 
 def position(updated_at: str, item_id: str) -> tuple[datetime, tuple[int, int, str]]:
@@ -188,6 +193,8 @@ class LaporSource(PollSource):
                 ):
                     raise ItemError("bad_field", f"id must be a number or string, got {item_id!r}")
                 item_id = str(item_id).strip()
+                if len(item_id) > MAX_ID:
+                    raise ItemError("bad_field", f"id is {len(item_id)} characters long (at most {MAX_ID})")
                 pos = position(item.get("updated_at"), item_id)  # type: ignore[arg-type]
             except ItemError as exc:
                 batch.rejects.append((raw, f"{exc.code}: {exc.reason}"))
