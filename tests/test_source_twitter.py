@@ -349,3 +349,17 @@ def test_a_created_at_outside_the_utc_range_is_a_bad_item_not_a_crash():
     TwitterSource(Settings(env="test"))._add(batch, page.data[0], page, "tweet")
     [(_, reason)] = batch.rejects
     assert batch.reports == [] and reason.startswith("bad_item: ") and "out of range" in reason
+
+
+def test_an_id_int_cannot_read_is_a_bad_item_not_a_crashed_poll():
+    # needs no stack. '\u00b2'.isdigit() is true but int('\u00b2') raised ValueError in _pages(), outside
+    # the per-item handling: every poll of the stream crashed on the same page.
+    from pipeline.sources.poller import PolledBatch
+    from pipeline.sources.twitter import _Page, _snowflake
+
+    assert _snowflake("\u00b2") is None and _snowflake("1" * 5000) is None and _snowflake("17") == 17
+    page = _Page('{"data": [{"id": "\u00b2", "text": "banjir", "author_id": "5"}]}'.encode())
+    batch = PolledBatch(reports=[], next_cursor=None)
+    TwitterSource(Settings(env="test"))._add(batch, page.data[0], page, "tweet")
+    [(_, reason)] = batch.rejects
+    assert batch.reports == [] and "id must be a numeric string" in reason

@@ -106,7 +106,11 @@ class _Interrupted(Exception):
 
 
 def _snowflake(value: Any) -> int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() else None
+    # isdigit() alone admits '\u00b2' and other digits int() refuses: the ValueError escaped _pages() and
+    # crashed every poll of the stream. X ids are 64-bit: at most 20 digits.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return None
 
 
 TwitterSettings = core_view(
