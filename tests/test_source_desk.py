@@ -139,6 +139,18 @@ def test_a_csv_line_with_a_taken_at_outside_the_utc_range_is_an_error_line(tmp_p
     assert line.report is None and line.code == "bad_timestamp" and "out of range" in line.reason
 
 
+def test_a_csv_line_with_an_overlong_entry_id_is_an_error_line_not_a_refused_file(tmp_path):
+    # the envelope's ValidationError on the provider id (a ValueError) escaped read_csv_lines: the whole
+    # file was refused with a pydantic message instead of that one line with its reason
+    path = tmp_path / "desk.csv"
+    path.write_text(
+        "text,entry_id\nSaluran air tersumbat di RT 03," + "E" * 600 + "\nJalan berlubang di RT 04,KEL-7\n"
+    )
+    bad, good = read_csv_lines(path, "desk_kelurahan", "31.71.01.1001", "Siti", SETTINGS)
+    assert bad.report is None and bad.code == "too_long" and "entry_id" in bad.reason
+    assert good.report is not None and good.report.provider_id == "31.71.01.1001:KEL-7"
+
+
 def test_office_codes_are_checked_against_the_gazetteer_level():
     assert check_office("desk_kelurahan", "31.71.01.1001")
     assert check_office("desk_walikota", "31.71")

@@ -344,18 +344,21 @@ def read_csv_lines(
         data.setdefault("officer", officer)
         if not data.get("officer"):
             data["officer"] = officer
-        entry_id = _field(data, "entry_id")
-        if entry_id:
-            provider_id = f"{office}:{str(entry_id).strip()}"
-        else:
-            # No entry id: the line's content (normalised) identifies it, so re-importing the same file,
-            # or a longer version of it, finds the same ids; identical lines are told apart by occurrence.
-            canonical = "\x1f".join(" ".join(cell.split()) for cell in row)
-            digest = hashlib.sha256(f"{office}\x1f{canonical}".encode()).hexdigest()[:32]
-            n = seen_content.get(digest, 0) + 1
-            seen_content[digest] = n
-            provider_id = f"{office}:csv:{digest}:{n}"
         try:
+            # At most 200 characters, as through the API: a longer one made the envelope's provider id
+            # too long, and its ValidationError (a ValueError) refused the whole file instead of the line.
+            entry_id = _text(data, "entry_id", 200)
+            if entry_id:
+                provider_id = f"{office}:{entry_id}"
+            else:
+                # No entry id: the line's content (normalised) identifies it, so re-importing the same
+                # file, or a longer version of it, finds the same ids; identical lines are told apart by
+                # occurrence.
+                canonical = "\x1f".join(" ".join(cell.split()) for cell in row)
+                digest = hashlib.sha256(f"{office}\x1f{canonical}".encode()).hexdigest()[:32]
+                n = seen_content.get(digest, 0) + 1
+                seen_content[digest] = n
+                provider_id = f"{office}:csv:{digest}:{n}"
             report = build_entry_report(settings, channel, office, data, provider_id=provider_id)
         except Rejected as exc:
             yield ImportLine(line, raw, code=exc.code, reason=exc.reason)
