@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from pipeline.envelope import Report
 from pipeline.settings import Settings
 from pipeline.sources.base import InboundRequest, PushSource, Rejected
 from pipeline.sources.desk import DeskKelurahanSource, read_csv_lines
@@ -41,6 +42,11 @@ def check_rejected(exc: Rejected) -> None:
         raise AssertionError(f"Rejected with a bad code/status: {exc.code!r} {exc.status}")
 
 
+def check_report(report: Report) -> None:
+    """A report must serialise and read back: the worker dead-letters an envelope past its limits."""
+    Report.loads(report.dumps())
+
+
 def push(adapter: PushSource, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
     """authenticate + parse as the ingress does; every report must serialise (envelope schema)."""
     request = InboundRequest(
@@ -59,7 +65,7 @@ def push(adapter: PushSource, body: bytes, ctype: str, headers: dict[str, str] |
         check_rejected(exc)
         return
     for report in result.reports:
-        report.dumps()
+        check_report(report)
 
 
 WEB = __import__("pipeline.sources.web", fromlist=["WebFormSource"]).WebFormSource(SETTINGS)
@@ -129,7 +135,7 @@ def desk_csv(data: bytes) -> None:
         if line.report is None and not (line.code and line.reason):
             raise AssertionError(f"line {line.line} refused without a code/reason")
         if line.report is not None:
-            line.report.dumps()
+            check_report(line.report)
     # The refused lines' export must be free of spreadsheet formulas.
     from pipeline.sources.desk import write_errors_csv
 
@@ -147,7 +153,7 @@ def email(data: bytes) -> None:
     except Rejected as exc:
         check_rejected(exc)
         return
-    parsed.report.dumps()
+    check_report(parsed.report)
     if parsed.no_ack is None:
         # The acknowledgement must build without header injection or crash.
         ack = EMAIL.acknowledgement(parsed).as_bytes()
@@ -179,7 +185,7 @@ def lapor(data: bytes) -> None:
         if not reason.strip() or not isinstance(raw, bytes):
             raise AssertionError("reject without a reason")
     for report in batch.reports:
-        report.dumps()
+        check_report(report)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -262,6 +268,9 @@ SEEDS: dict[str, list[bytes]] = {
         b' "reporter": {"email": "a@example.com"}}], "meta": {"has_more": false}}',
         b'{"data": [{"id": 1, "content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00",'
         b' "created_at": "0001-01-01T00:00:00"}]}',
+        # a reporter id over 194 characters: an envelope the worker refuses (contact.handle over 200)
+        b'{"data": [{"id": 1, "content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00",'
+        b' "reporter": {"id": "' + b"u" * 300 + b'"}}]}',
         # '\u00b2'.isdigit() but int() refused it: ValueError out of parse_page (found by reading)
         b'{"data": [{"id": "\xc2\xb2", "content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00"}]}',
     ],

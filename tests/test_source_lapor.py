@@ -253,3 +253,17 @@ def test_ids_int_cannot_read_are_string_ids_or_refused_not_a_crash():
     assert [r.provider_id for r in batch.reports] == ["\u00b2"]
     [(_, reason)] = batch.rejects
     assert reason == "bad_field: id is 5000 characters long (at most 200)"
+
+
+@pytest.mark.parametrize("reporter_id", ["u" * 195, ["u"], {"id": 1}])
+def test_a_reporter_id_the_envelope_cannot_hold_is_a_reject_not_a_dead_envelope(reporter_id):
+    # needs no stack. contact.handle is not validated on assignment: "lapor:" + a 195-character id went out
+    # past the envelope's 200-character limit and the worker dead-lettered it as not a valid envelope.
+    item = {"id": 7, "content": "Jalan rusak", "updated_at": "2024-03-02T10:00:00+07:00"}
+    body = orjson.dumps({"data": [{**item, "reporter": {"id": reporter_id}}]})
+    batch = LaporSource(Settings(env="test")).parse_page(body, {})
+    [(_, reason)] = batch.rejects
+    assert batch.reports == [] and reason.startswith("bad_field: reporter.id must be")
+    body = orjson.dumps({"data": [{**item, "reporter": {"id": 9}}]})
+    ok = LaporSource(Settings(env="test")).parse_page(body, {})
+    assert ok.reports[0].contact.handle == "lapor:9"

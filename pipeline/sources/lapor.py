@@ -61,6 +61,7 @@ from .config import core_view
 from .poller import PollAuthError, PolledBatch, PollError
 
 WIB = timezone(timedelta(hours=7))
+MAX_REPORTER_ID = 194  # "lapor:" + the id within the envelope's 200-character handle
 PATH = "/v1/integrasi/laporan"
 
 
@@ -244,6 +245,17 @@ class LaporSource(PollSource):
             except ValueError:
                 contact.phone = None
             lapor_user = who.get("id")
+            if lapor_user not in (None, "") and (
+                isinstance(lapor_user, bool)
+                or not isinstance(lapor_user, int | str)
+                or len(str(lapor_user)) > MAX_REPORTER_ID
+            ):
+                # the handle was not validated on assignment: the envelope went out past its 200-character
+                # limit and the worker dead-lettered it as "not a valid report envelope"
+                raise ItemError(
+                    "bad_field",
+                    f"reporter.id must be a number or a string of at most {MAX_REPORTER_ID} characters",
+                )
             contact.handle = f"lapor:{lapor_user}" if lapor_user not in (None, "") else None
             if contact.email:
                 reporter_id = reporter_pseudonym(self.reporter_key, "email", contact.email)
