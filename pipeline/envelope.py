@@ -220,6 +220,16 @@ class Report(_Model):
         return orjson.dumps(self.public())
 
 
+def max_length(model: type[BaseModel], name: str) -> int:
+    """A string field's ``max_length``: adapters refuse longer values with a reason before building
+    the envelope, from the envelope's own limit rather than a copy of it."""
+    for rule in model.model_fields[name].metadata:
+        limit = getattr(rule, "max_length", None)
+        if isinstance(limit, int):
+            return limit
+    raise LookupError(f"{model.__name__}.{name} has no max_length")
+
+
 def json_schema() -> dict[str, Any]:
     schema = Report.model_json_schema(mode="serialization")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -232,7 +232,6 @@ class Gazetteer:
         if self._tree is None:
             return None, "coordinates given but no boundaries loaded"
         x, y = lon * _M_PER_DEG_LON, lat * _M_PER_DEG_LAT
-        where = f"coordinates {lat:.5f},{lon:.5f}"
         # A point in a cell that lies wholly in one kelurahan and touches no other has that answer:
         # one dict lookup instead of a tree query and a containment test (the same result; a test
         # compares them over the province).
@@ -242,7 +241,7 @@ class Gazetteer:
             whole = self._whole_cell(cx, cy)
         if whole:
             place = self.by_code[whole]
-            return place, f"{where} inside kelurahan {place.name} ({whole})"
+            return place, f"coordinates {lat:.5f},{lon:.5f} inside kelurahan {place.name} ({whole})"
         return self.by_point_exactly(lat, lon)
 
     def by_point_exactly(self, lat: float, lon: float) -> tuple[Place | None, str]:

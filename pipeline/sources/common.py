@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from ..envelope import Attachment, max_length
 from .base import InboundRequest, Rejected
 
 _EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
@@ -91,7 +92,7 @@ def normalise_email(raw: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
-MAX_URL = 2000  # the envelope's limit on an attachment URL
+MAX_URL = max_length(Attachment, "url")
 
 
 def is_url(value: str) -> bool:

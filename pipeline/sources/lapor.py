@@ -53,7 +53,7 @@ import aiohttp
 import orjson
 from pydantic import ValidationError
 
-from ..envelope import Attachment, Contact, Location, Report, Reporter, reporter_pseudonym
+from ..envelope import Attachment, Contact, Location, Report, Reporter, max_length, reporter_pseudonym
 from ..settings import Settings
 from .base import PollSource
 from .common import in_jakarta, in_utc_range, is_url, normalise_email, normalise_phone
@@ -61,7 +61,7 @@ from .config import core_view
 from .poller import PollAuthError, PolledBatch, PollError
 
 WIB = timezone(timedelta(hours=7))
-MAX_REPORTER_ID = 194  # "lapor:" + the id within the envelope's 200-character handle
+MAX_REPORTER_ID = max_length(Contact, "handle") - len("lapor:")  # the handle is "lapor:<id>"
 PATH = "/v1/integrasi/laporan"
 
 

@@ -32,14 +32,14 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from ..envelope import Attachment, Contact, Report, Reporter, reporter_pseudonym
+from ..envelope import Attachment, Contact, Report, Reporter, max_length, reporter_pseudonym
 from .base import InboundRequest, PushResult, PushSource, Rejected
 from .common import decode_utf8, header, is_url, normalise_phone, parse_body, parse_timestamp
 from .config import core_view
 
 MAX_TEXT = 5000
 MAX_PARTS = 20
-MAX_MEDIA_TYPE = 100  # the envelope's limit on an attachment's media type
+MAX_MEDIA_TYPE = max_length(Attachment, "media_type")
 TWILIO_HEADER = "X-Twilio-Signature"
 GATEWAY_SIG_HEADER = "X-Gateway-Signature"
 GATEWAY_TS_HEADER = "X-Gateway-Timestamp"
