@@ -38,6 +38,7 @@ from .learning.registry import Decision
 from .learning.watcher import ModelWatcher
 from .ops.slo import observe_stored
 from .ops.telemetry import observe_triaged, start_worker_telemetry
+from .processors import redis_batch
 from .processors.cases_redis import RedisCaseGrouper
 from .processors.chain import TriageChain, apply_case, settle_heap
 from .processors.dedup import RedisDedupStore
@@ -116,7 +117,7 @@ class Stages:
         if self.publisher is not None:
             await self.publisher.producer.stop()
         if self.dedup is not None:
-            await self.dedup.r.aclose()
+            await redis_batch.aclose(self.dedup.r)
         if self.sink is not None:
             await self.sink.close()
 

@@ -1,4 +1,4 @@
-"""One script call per batch of Redis writes: the same effects as the commands it replaces."""
+"""A batch of Redis writes in one buffer on the writer's own connection: the effects of the commands."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from pipeline.processors import redis_batch
 from pipeline.processors.redis_batch import BatchWrite, pairs, top_by_score_script
@@ -19,12 +21,12 @@ def run(iso, fn):
         try:
             return await fn(client)
         finally:
-            await client.aclose()
+            await redis_batch.aclose(client)
 
     return asyncio.run(go())
 
 
-def test_sets_zadds_ttls_and_nx_in_one_call(iso):
+def test_sets_zadds_ttls_and_nx_in_one_round_trip(iso):
     ns = f"{iso.tag}-rb1"
 
     async def go(r):
@@ -85,38 +87,99 @@ def test_a_bucket_ttl_is_renewed_once_half_is_gone_and_old_members_go_with_it(is
     assert 990 < renewed[0] <= 1000 and renewed[1] == ["mid", "new"]
 
 
-def test_a_big_batch_is_split_into_calls_and_nothing_is_lost(iso, monkeypatch):
-    monkeypatch.setattr(redis_batch, "CHUNK_OPS", 50)
+def test_a_big_batch_goes_through_and_nothing_is_lost(iso):
     ns = f"{iso.tag}-rb2"
 
     async def go(r):
         w = BatchWrite()
-        for i in range(333):
-            w.set(f"{ns}:k{i}", str(i), 60)
-        w.zadd(
-            f"{ns}:big", [x for i in range(1500) for x in (repr(float(i)), f"m{i}")], 60
-        )  # > unpack() comfort
-        assert len(w._chunks()) > 6
+        for i in range(3333):
+            w.set(f"{ns}:k{i}", f"{i} — ümlaut", 60)
+        w.zadd(f"{ns}:big", [x for i in range(1500) for x in (repr(float(i)), f"m{i}")], 60)
         await w.execute(r)
-        values = await r.mget([f"{ns}:k{i}" for i in range(333)])
-        return values, await r.zcard(f"{ns}:big")
+        values = await r.mget([f"{ns}:k{i}" for i in range(3333)])
+        return values, await r.zcard(f"{ns}:big"), await r.ttl(f"{ns}:big")
 
-    values, card = run(iso, go)
-    assert [int(v) for v in values] == list(range(333))
-    assert card == 1500
+    values, card, ttl = run(iso, go)
+    assert [v.decode() for v in values] == [f"{i} — ümlaut" for i in range(3333)]
+    assert card == 1500 and 50 < ttl <= 60
 
 
-def test_the_script_is_reloaded_after_redis_forgets_it(iso):
+def test_a_refused_write_raises_and_the_next_batch_still_goes_through(iso):
     ns = f"{iso.tag}-rb3"
+
+    async def go(r):
+        await r.set(f"{ns}:text", "not a sorted set")
+        w = BatchWrite()
+        w.set(f"{ns}:before", "1", 60)
+        w.zadd(f"{ns}:text", [repr(1.0), "case-1"], 60)  # WRONGTYPE
+        w.set(f"{ns}:after", "2", 60)
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await w.execute(r)
+        w = BatchWrite()
+        w.set(f"{ns}:next", "3", 60)
+        await w.execute(r)
+        return await r.mget([f"{ns}:before", f"{ns}:after", f"{ns}:next"])
+
+    # the commands around the refused one took effect, as in any pipeline
+    assert run(iso, go) == [b"1", b"2", b"3"]
+
+
+def test_the_writer_reconnects_after_redis_drops_it(iso):
+    ns = f"{iso.tag}-rb5"
 
     async def go(r):
         w = BatchWrite()
         w.set(f"{ns}:x", "1", 60)
         await w.execute(r)
-        await r.script_flush()  # as after a Redis restart
+        host, port = redis_batch.BatchWriter.of(r)._streams[1].get_extra_info("sockname")[:2]
+        assert await r.client_kill_filter(addr=f"{host}:{port}") == 1
         w = BatchWrite()
         w.set(f"{ns}:y", "2", 60)
+        with pytest.raises(RedisConnectionError):  # the batch in flight fails: the caller retries it
+            await w.execute(r)
         await w.execute(r)
         return await r.mget([f"{ns}:x", f"{ns}:y"])
 
     assert run(iso, go) == [b"1", b"2"]
+
+
+def test_the_writer_uses_the_clients_database_and_password(iso):
+    ns = f"{iso.tag}-rb6"
+
+    async def go(r):
+        url = iso.env["CRM_REDIS_URL"].rsplit("/", 1)[0]
+        await r.acl_setuser(f"{ns}-u", enabled=True, passwords=[f"+{ns}-pw"], keys=["*"], commands=["+@all"])
+        other = aioredis.from_url(f"redis://{ns}-u:{ns}-pw@{url.split('//', 1)[1]}/3")
+        try:
+            w = BatchWrite()
+            w.set(f"{ns}:in-db-3", "yes", 60)
+            await w.execute(other)
+            seen = await other.get(f"{ns}:in-db-3"), await r.get(f"{ns}:in-db-3")
+            await other.delete(f"{ns}:in-db-3")
+        finally:
+            await redis_batch.aclose(other)
+            await r.acl_deluser(f"{ns}-u")
+        wrong = aioredis.from_url(f"redis://{ns}-u:nope@{url.split('//', 1)[1]}/0")
+        try:
+            w = BatchWrite()
+            w.set(f"{ns}:never", "1", 60)
+            with pytest.raises(RedisConnectionError, match="refused"):
+                await w.execute(wrong)
+        finally:
+            await redis_batch.aclose(wrong)
+        return seen
+
+    assert run(iso, go) == (b"yes", None)
+
+
+def test_the_read_script_is_reloaded_after_redis_forgets_it(iso):
+    ns = f"{iso.tag}-rb7"
+
+    async def go(r):
+        await r.zadd(f"{ns}:z", {"case-1": 10.0})
+        first = await top_by_score_script(r)(keys=[f"{ns}:z"], args=[0, 8])
+        await r.script_flush()  # as after a Redis restart
+        again = await top_by_score_script(r)(keys=[f"{ns}:z"], args=[0, 8])
+        return [pairs(x) for x in first], [pairs(x) for x in again]
+
+    assert run(iso, go) == ([[("case-1", 10.0)]], [[("case-1", 10.0)]])

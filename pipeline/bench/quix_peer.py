@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..processors import redis_batch
 from ..processors.cases_redis import RedisCaseGrouper
 from ..processors.dedup import RedisDedupStore
 from ..settings import Settings, get_settings
@@ -95,7 +96,7 @@ class QuixStages(Stages):
     async def stop(self) -> None:
         self.producer.flush(self.settings.produce_timeout_s)
         if self.dedup is not None:
-            await self.dedup.r.aclose()
+            await redis_batch.aclose(self.dedup.r)
         if self.sink is not None:
             await self.sink.close()
 

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from psycopg.rows import dict_row
 
+from ..processors import redis_batch
 from ..processors.cases_redis import mark_closed, split_out, store_ttl_s
 from ..processors.group import GroupItem, explain
 from ..settings import Settings
@@ -95,7 +96,7 @@ async def tell_grouping(settings: Settings, closed: list[tuple[str, str]]) -> No
     except (aioredis.RedisError, OSError) as exc:
         log.warning("could not tell grouping that %s closed: %s", [c for c, _ in closed], exc)
     finally:
-        await client.aclose()
+        await redis_batch.aclose(client)
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -405,7 +406,7 @@ class CaseService:
         except (aioredis.RedisError, OSError) as exc:
             log.warning("could not tell grouping about the split of %s: %s", item.report_id, exc)
         finally:
-            await client.aclose()
+            await redis_batch.aclose(client)
 
     # ----------------------------------------------------------------------------------- quality
     async def quality(self, since: datetime) -> dict[str, Any]:
