@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 import redis.asyncio as aioredis
@@ -124,23 +125,41 @@ def test_a_refused_write_raises_and_the_next_batch_still_goes_through(iso):
     assert run(iso, go) == [b"1", b"2", b"3"]
 
 
-def test_the_writer_reconnects_after_redis_drops_it(iso):
+def test_the_writer_sends_again_on_a_new_connection_after_redis_dropped_its_own(iso):
     ns = f"{iso.tag}-rb5"
 
     async def go(r):
         w = BatchWrite()
         w.set(f"{ns}:x", "1", 60)
         await w.execute(r)
-        host, port = redis_batch.BatchWriter.of(r)._streams[1].get_extra_info("sockname")[:2]
-        assert await r.client_kill_filter(addr=f"{host}:{port}") == 1
+        before = redis_batch.BatchWriter.of(r)._streams[1].get_extra_info("sockname")[:2]
+        assert await r.client_kill_filter(addr=f"{before[0]}:{before[1]}") == 1  # as an idle timeout
         w = BatchWrite()
         w.set(f"{ns}:y", "2", 60)
-        with pytest.raises(RedisConnectionError):  # the batch in flight fails: the caller retries it
-            await w.execute(r)
+        w.zadd(f"{ns}:z", [repr(5.0), "case-1"], 60)
         await w.execute(r)
-        return await r.mget([f"{ns}:x", f"{ns}:y"])
+        after = redis_batch.BatchWriter.of(r)._streams[1].get_extra_info("sockname")[:2]
+        return before != after, await r.mget([f"{ns}:x", f"{ns}:y"]), await r.ttl(f"{ns}:z")
 
-    assert run(iso, go) == [b"1", b"2"]
+    reconnected, values, ttl = run(iso, go)
+    assert reconnected and values == [b"1", b"2"] and 50 < ttl <= 60
+
+
+def test_a_redis_that_cannot_be_reached_is_a_connection_error(iso):
+    async def go():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # nothing listens here once the socket is closed
+        gone = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=2)
+        try:
+            w = BatchWrite()
+            w.set("never", "1", 60)
+            with pytest.raises(RedisConnectionError, match="batch write to Redis failed"):
+                await w.execute(gone)
+        finally:
+            await redis_batch.aclose(gone)
+
+    asyncio.run(go())
 
 
 def test_the_writer_uses_the_clients_database_and_password(iso):

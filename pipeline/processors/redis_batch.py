@@ -137,24 +137,34 @@ class BatchWriter:
 
     async def run(self, commands: Sequence[bytes], replies_due: int) -> list[Any]:
         """Send ``commands`` (packed; ``replies_due`` replies in all), return the replies in order. An
-        error reply raises, after every reply is read."""
+        error reply raises, after every reply is read.
+
+        A connection kept from an earlier batch may have been closed meanwhile (Redis restarted, or
+        an idle timeout): the batch is then sent once more on a new one. Every write here may be
+        repeated (SET to the same value, SET NX, ZADD of the same score, EXPIRE NX, TTL)."""
         timeout = self._kwargs.get("socket_timeout") or 30.0
+        payload = b"".join(commands)  # a batch of 500 reports: about 1 MB
         async with self._lock:
-            try:
-                async with asyncio.timeout(timeout + replies_due / 10_000):
-                    reader, writer = self._streams or await self._connect()
-                    writer.write(b"".join(commands))  # a batch of 500 reports: about 1 MB
-                    await writer.drain()
-                    replies = await self._replies(reader, replies_due)
-            except (OSError, EOFError, hiredis.ProtocolError) as exc:
-                self._close()
-                raise RedisConnectionError(f"batch write to Redis failed: {exc}") from exc
-            except TimeoutError as exc:
-                self._close()
-                raise RedisTimeoutError(f"batch write to Redis timed out after {timeout} s") from exc
-            except BaseException:
-                self._close()  # cancelled mid-batch: replies may still be on the way
-                raise
+            for attempt in (1, 2):
+                reused = self._streams is not None
+                try:
+                    async with asyncio.timeout(timeout + replies_due / 10_000):
+                        reader, writer = self._streams or await self._connect()
+                        writer.write(payload)
+                        await writer.drain()
+                        replies = await self._replies(reader, replies_due)
+                    break
+                except (OSError, EOFError, hiredis.ProtocolError) as exc:
+                    self._close()
+                    if reused and attempt == 1:
+                        continue
+                    raise RedisConnectionError(f"batch write to Redis failed: {exc}") from exc
+                except TimeoutError as exc:
+                    self._close()
+                    raise RedisTimeoutError(f"batch write to Redis timed out after {timeout} s") from exc
+                except BaseException:
+                    self._close()  # cancelled mid-batch: replies may still be on the way
+                    raise
         errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
         if errors:
             raise ResponseError(f"{len(errors)} of {len(replies)} batch writes refused: {errors[0]}")
