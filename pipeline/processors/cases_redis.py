@@ -1,10 +1,10 @@
 """Case grouping on the live stream: the open cases live in Redis, shared by every worker.
 
-Per batch, with at most three round trips (see :mod:`.redis_batch`): load the buckets the batch's
-reports could join (and the decisions already made for them), run the pure
-:class:`~pipeline.processors.group.CaseIndex` over an in-memory view, then write back only what
-changed. A replayed report finds its earlier decision, so re-processing after a crash yields the
-same case. Two workers grouping two reports of one problem at the very same moment may open two
+Per batch, with three round trips (see :mod:`.redis_batch`; a fourth, small, when bucket TTLs are
+due for renewal): load the buckets the batch's reports could join (and the decisions already made
+for them), run the pure :class:`~pipeline.processors.group.CaseIndex` over an in-memory view, then
+write back only what changed. A replayed report finds its earlier decision, so re-processing after
+a crash yields the same case. Two workers grouping two reports of one problem at the very same moment may open two
 cases; the second becomes a duplicate candidate at worst, which an officer can merge.
 
 Besides the cases, Redis keeps what grouping learns across workers: per template key (the words of a
@@ -415,7 +415,7 @@ class RedisCaseGrouper:
         decisions: dict[str, CaseDecision],
         filings: dict[str, dict[str, datetime]],
     ) -> None:
-        writes = BatchWrite()  # round trip 3: every change of the batch in one script call
+        writes = BatchWrite()  # round trip 3: every change of the batch in one buffer
         buckets: dict[str, list[str]] = {}  # bucket key -> [score, case id, score, case id, ...]
         for case, _own_cell in cases:
             writes.set(self._k_case(case.case_id), _encode_case(case), self.ttl_s)
