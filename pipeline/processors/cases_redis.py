@@ -4,8 +4,9 @@ Per batch, with three round trips (see :mod:`.redis_batch`; a fourth, small, whe
 due for renewal): load the buckets the batch's reports could join (and the decisions already made
 for them), run the pure :class:`~pipeline.processors.group.CaseIndex` over an in-memory view, then
 write back only what changed. A replayed report finds its earlier decision, so re-processing after
-a crash yields the same case. Two workers grouping two reports of one problem at the very same moment may open two
-cases; the second becomes a duplicate candidate at worst, which an officer can merge.
+a crash yields the same case. Two workers grouping two reports of one problem at the very same
+moment may open two cases; the second becomes a duplicate candidate at worst, which an officer can
+merge.
 
 Besides the cases, Redis keeps what grouping learns across workers: per template key (the words of a
 text), the kelurahan it was filed in lately (a sorted set read in the same script call as the buckets),
