@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
 import hashlib
 import ipaddress
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -137,6 +139,18 @@ def html_to_text(html: str) -> str:
 
 #: what the stdlib's header parser raises on some malformed headers instead of registering a defect
 _UNREADABLE = (IndexError, TypeError, AttributeError, LookupError, ValueError, AssertionError, NameError)
+_STDLIB_EMAIL = os.path.dirname(email.__file__) + os.sep
+
+
+def _raised_in_stdlib_email(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of the stdlib's ``email`` package (a message it cannot read), not out
+    of this adapter's own code (a bug, which the gateway dead-letters as ``adapter_error``)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith(_STDLIB_EMAIL):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def msg_ids(value: Any) -> list[str]:
@@ -245,7 +259,10 @@ class EmailGatewaySource(SourceAdapter):
             return self._parse(raw, mail_from)
         except _UNREADABLE as exc:
             # The stdlib's header parser raises on some malformed headers (found by fuzzing, issue #6;
-            # NameError: 3.11's UnboundLocalError on "Message-ID: <1@[").
+            # NameError: 3.11's UnboundLocalError on "Message-ID: <1@["). Headers are parsed when read,
+            # all through _parse, so what raised is told by where it was raised.
+            if not _raised_in_stdlib_email(exc):
+                raise
             raise Rejected(
                 f"unreadable message headers or structure: {type(exc).__name__}: {exc}"[:500],
                 code="malformed_mime",
