@@ -65,7 +65,8 @@ class BatchWrite:
     def __init__(self) -> None:
         self._commands: list[bytes] = []
         self._replies = 0
-        self._buckets: list[tuple[str, int, float, int]] = []  # key, ttl, prune below, its TTL's reply
+        # key, ttl, keep, its members [score, member, ...], the index of its TTL's reply
+        self._buckets: list[tuple[str, int, float, list[str], int]] = []
 
     def set(self, key: str, value: str | bytes, ttl_s: int, nx: bool = False) -> None:
         k = key.encode()
@@ -88,13 +89,12 @@ class BatchWrite:
             score, member = flat[0].encode(), flat[1].encode()
             members = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(score), score, len(member), member)
         else:
-            members = b"".join([b"$%d\r\n%b\r\n" % (len(x), x) for x in map(str.encode, flat)])
+            members = b"".join(map(_bulk, flat))
         self._commands.append(
             _ZADD % (2 + len(flat), len(k), k) + members + _EXPIRE_NX_TTL % (len(k), k, len(t), t, len(k), k)
         )
         self._replies += 3
-        below = max(map(float, flat[::2])) - keep if keep > 0 else 0.0
-        self._buckets.append((key, int(ttl_s), below, self._replies - 1))
+        self._buckets.append((key, int(ttl_s), keep, flat, self._replies - 1))
 
     def __len__(self) -> int:
         return self._replies
@@ -105,9 +105,11 @@ class BatchWrite:
         writer = BatchWriter.of(client)
         replies = await writer.run(self._commands, self._replies)
         renew: list[bytes] = []
-        for key, ttl, below, at in self._buckets:
+        for key, ttl, keep, flat, at in self._buckets:
             if replies[at] < ttl / 2:  # -1 (no TTL) cannot happen after EXPIRE NX, but renews too
                 renew.append(pack(b"EXPIRE", key, ttl))
+                # the newest score is read only for the few keys renewed
+                below = max(map(float, flat[::2])) - keep if keep > 0 else 0.0
                 if below > 0:
                     renew.append(pack(b"ZREMRANGEBYSCORE", key, b"-inf", b"(" + repr(below).encode()))
         if renew:
