@@ -320,3 +320,57 @@ def test_a_repeat_of_a_merged_case_joins_the_case_it_went_into_across_workers(is
     assert da.case_id != db.case_id
     assert dr.joined and dr.case_id == db.case_id, dr
     assert kept.size == 2 and "g3" in [rid for rid, _ in kept.members]
+
+
+def test_a_case_read_again_keeps_its_members_fingerprints(iso, monkeypatch):
+    """A case a worker holds is read again once it is no longer fresh (another worker or an officer may
+    have changed it): its members' texts are the same, so their fingerprints are not made again."""
+    from pipeline.processors import cases_redis
+
+    monkeypatch.setattr(cases_redis, "CACHE_FRESH_S", 0.0)  # every cached case is stale at once
+    kel = "31.72.04.1004"
+    text = "sampah menumpuk di pinggir kali gang masjid bau sekali sudah seminggu belum diangkut petugas"
+    first = _item("f1", text, kel=kel, cat="garbage")
+    again = _item("f2", text.replace("bau sekali", "sangat bau"), kel=kel, cat="garbage", minutes=30)
+    made: list[str] = []
+    real = cases_redis._LazyFingerprint.get
+
+    def counted(self):
+        if self._fp is None:
+            made.append(self.text)
+        return real(self)
+
+    monkeypatch.setattr(cases_redis._LazyFingerprint, "get", counted)
+
+    async def go():
+        client = aioredis.from_url(iso.env["CRM_REDIS_URL"])
+        try:
+            worker = RedisCaseGrouper(client, f"{iso.tag}-reread")
+            [opened] = await worker.assign([first])
+            member = worker._cache[opened.case_id][1].members[0][1]
+            made.clear()
+            [joined] = await worker.assign([again])
+            reread = worker._cache[opened.case_id][1]
+            return opened, joined, member, reread
+        finally:
+            await client.aclose()
+
+    opened, joined, member, reread = asyncio.run(go())
+    assert joined.joined and joined.case_id == opened.case_id
+    assert reread.members[0][1] is member  # the re-read case holds the fingerprint made before
+    assert text not in made  # and it was not made again when the new report was compared with it
+
+
+def test_a_member_whose_text_changed_is_fingerprinted_again():
+    from pipeline.processors.cases_redis import _decode_case, _encode_case
+    from pipeline.processors.group import CaseRecord, _LazyFingerprint
+
+    old_fp, other_fp = _LazyFingerprint("pohon tumbang", kept=True), _LazyFingerprint("x", kept=True)
+    known = CaseRecord("c1", "fallen_tree", T0, T0, None, None, "k", [("r1", old_fp), ("r2", other_fp)])
+    stored = CaseRecord(
+        "c1", "fallen_tree", T0, T0, None, None, "k",
+        [("r1", _LazyFingerprint("pohon tumbang", kept=True)), ("r2", _LazyFingerprint("y", kept=True))],
+    )  # fmt: skip
+    decoded = _decode_case(_encode_case(stored), known)
+    assert decoded.members[0][1] is old_fp
+    assert decoded.members[1][1] is not other_fp and decoded.members[1][1].text == "y"

@@ -98,8 +98,11 @@ def _encode_case(case: CaseRecord) -> bytes:
     )
 
 
-def _decode_case(raw: bytes) -> CaseRecord:
+def _decode_case(raw: bytes, known: CaseRecord | None = None) -> CaseRecord:
+    """``known``: this case as read before; its members' fingerprints are kept for the members it
+    still has (a member's text never changes), so a re-read case is not fingerprinted again."""
     d = orjson.loads(raw)
+    prior = {rid: fp for rid, fp in known.members} if known is not None else {}
     return CaseRecord(
         case_id=d["case_id"],
         category=d["category"],
@@ -108,12 +111,16 @@ def _decode_case(raw: bytes) -> CaseRecord:
         lat=d["lat"],
         lon=d["lon"],
         kelurahan_code=d["kel"],
-        members=[(rid, _LazyFingerprint(text, kept=True)) for rid, text in d["members"]],
+        members=[(rid, _member_fingerprint(prior.get(rid), text)) for rid, text in d["members"]],
         size=d["size"],
         occurrence=d.get("occurrence", 1),
         recurs=d.get("recurs"),
         doubts=tuple(d.get("doubts") or ()),
     )
+
+
+def _member_fingerprint(known: _LazyFingerprint | None, text: str) -> _LazyFingerprint:
+    return known if known is not None and known.text == text else _LazyFingerprint(text, kept=True)
 
 
 def decode_decision(raw: bytes) -> CaseDecision:
@@ -357,9 +364,10 @@ class RedisCaseGrouper:
         keys = [self._k_case(cid) for cid in case_ids] + [closed_key(self.ns, cid) for cid in case_ids]
         found = await self.r.mget(keys)
         out = []
-        for raw, closed in zip(found[: len(case_ids)], found[len(case_ids) :], strict=True):
+        for cid, raw, closed in zip(case_ids, found[: len(case_ids)], found[len(case_ids) :], strict=True):
             if raw:
-                case = _decode_case(raw)
+                cached = self._cache.get(cid)
+                case = _decode_case(raw, cached[1] if cached is not None else None)
                 case.closed = closed.decode() if isinstance(closed, bytes) else closed
                 self._remember(case, now)
                 out.append(case)
