@@ -19,16 +19,23 @@ delivery while the flow is suspended or the consumer stopping, takes Faust's own
 serializer ``raw``), which Faust still decodes through its serializer registry, key and value apart,
 for every message. The raw codec returns the bytes as they are, so the event is built from them
 directly: the same event, without the lookups.
+
+:func:`take_ahead`: Faust's ``Stream.noack_take`` stops filling its buffer from the moment it hands
+a batch over until the agent asks for the next one, so the next batch's events only start through
+the stream (Faust's per-event work, on the same event loop) once the agent is idle again. With
+``ahead`` > 0 the stream keeps filling while the agent works, so that work overlaps the batch's waits
+on Redis, PostgreSQL and Kafka instead of following them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-from faust.types import AppT, EventT
+from faust.types import AppT, EventT, StreamT
 from faust.types.transports import Message
 from mode.services import WaitResults
 
@@ -71,3 +78,47 @@ class RawSchema(faust.Schema):
 def install(app: faust.App) -> None:
     """Make ``app`` create this consumer (before its worker starts)."""
     app.transport.Consumer = Consumer  # type: ignore[misc]
+
+
+async def take_ahead(stream: StreamT, max_: int, within: float, ahead: int) -> AsyncIterator[list[EventT]]:
+    """Batches of up to ``max_`` events, as ``stream.noack_take(max_, within)`` gives them (the agent
+    acks each event itself), except that the stream goes on buffering while the agent works on a
+    batch, up to ``ahead`` events (at least a batch). A batch is handed over as soon as ``max_``
+    events are buffered, or ``within`` seconds after the agent asked for it with fewer (never an
+    empty one)."""
+    buffer: list[EventT] = []
+    cap = max(max_, ahead)
+    full = asyncio.Event()  # a whole batch is buffered
+    room = asyncio.Event()  # the buffer is below its cap
+    room.set()
+
+    async def add_to_buffer(value: Any) -> Any:
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("take_ahead: the stream has no current event")
+        buffer.append(event)
+        if len(buffer) >= max_:
+            full.set()
+        if len(buffer) >= cap:
+            room.clear()
+            await stream.wait(room)  # type: ignore[attr-defined]  # mode's Service.wait: or stopping
+        return value
+
+    enable_acks = stream.enable_acks
+    stream.enable_acks = False  # acked by the agent once its batch is done
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(stream.channel.__aiter__())  # type: ignore[attr-defined]  # as noack_take
+    try:
+        while not stream.should_stop:
+            if len(buffer) < max_:
+                await stream.wait_for_stopped(full, timeout=within)  # type: ignore[attr-defined]
+            if buffer:
+                batch = buffer[:max_]
+                del buffer[:max_]
+                if len(buffer) < max_:
+                    full.clear()
+                room.set()
+                yield batch
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add_to_buffer)  # type: ignore[attr-defined]

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     worker_pipelined: bool = Field(
         True, description="triage the next batch while the previous one is stored and published"
     )
+    worker_take_ahead: int = Field(
+        500,
+        ge=0,
+        description="events the stream keeps buffering while a batch is worked on (0: Faust's noack_take)",
+    )
     worker_fetch_partition_bytes: int = Field(
         1_048_576,
         ge=1024,

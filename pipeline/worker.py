@@ -359,7 +359,13 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Stages]:
                 await stream.ack(event)
 
         try:
-            async for events in stream.noack_take(size, within=within):
+            ahead = settings.worker_take_ahead
+            take = (
+                faust_consumer.take_ahead(stream, size, within, ahead)
+                if ahead > 0
+                else stream.noack_take(size, within=within)
+            )
+            async for events in take:
                 batch = await stages.triage_prepare(events)
                 if finishing is not None:
                     await finishing
